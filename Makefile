@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MEDZOO := $(VENV)/bin/medzoo
+# Built zoo models and datasets live here (override to share a cache between checkouts).
+export MEDZOO_HOME ?= $(CURDIR)/.medzoo
+# Nothing is downloaded from a hub at run time: fail fast instead of retrying.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast lock bench-startup clean
+
+venv:
+	@bash tools/bootstrap.sh
+
+demo: venv
+	$(MEDZOO) zoo list
+	$(MEDZOO) zoo build tiny-qwen2.5-vl
+	$(MEDZOO) zoo build tiny-gemma3
+	$(MEDZOO) data phantom --task vqa,distance,detection,lesion-size --n 4 --n-val 2 --n-test 2 --out $(MEDZOO_HOME)/demo-phantom-$$$$ && rm -rf $(MEDZOO_HOME)/demo-phantom-*
+	$(MEDZOO) recipes list
+	$(MEDZOO) generate phantom-tiny --engine hf,vllm
+	$(MEDZOO) generate phantom-tiny-gemma --engine hf,vllm
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the end-to-end tests that start vLLM or train.
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Re-pin requirements/cpu.lock from the current .venv (after deliberately changing a version).
+lock: venv
+	{ sed -n '1,2p' requirements/cpu.lock; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^medzoo'; \
+	  echo "torchaudio==2.11.0"; echo "torchcodec==0.17.0"; } > requirements/cpu.lock.new
+	mv requirements/cpu.lock.new requirements/cpu.lock
+
+bench-startup: venv
+	$(PY) benchmarks/cli_startup.py
+
+clean:
+	rm -rf $(MEDZOO_HOME) runs

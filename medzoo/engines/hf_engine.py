@@ -1,0 +1,28 @@
+"""Batched greedy generation with transformers (left padding): the reference engine."""
+
+from __future__ import annotations
+
+
+def generate(model, processor, prompts: list[str], images: list[list], max_new_tokens: int, stop_ids: list[int], batch_size: int = 8, progress: bool = False) -> list[str]:
+    import torch
+    from tqdm.auto import tqdm
+
+    tok = processor.tokenizer
+    tok.padding_side = "left"
+    outputs: list[str] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generate (hf)", disable=not progress):
+        batch_prompts = prompts[start : start + batch_size]
+        batch_images = images[start : start + batch_size]
+        inputs = processor(text=batch_prompts, images=batch_images, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_ids,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        outputs += tok.batch_decode(new, skip_special_tokens=True)
+    return outputs

