@@ -158,6 +158,26 @@ def recipes_validate(recipes_):
     sys.exit(1 if bad else 0)
 
 
+# ---------------------------------------------------------------- train
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.lr=2e-4.")
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint / finished stage.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
+@click.option("--dry-run", is_flag=True, help="Load recipe, model and first batch; print sizes, steps and memory; exit.")
+def train(recipe, overrides, resume, overwrite, dry_run):
+    """Train the recipe's LoRA / QLoRA adapter (writes <run_dir>/adapter and manifest.json)."""
+    from medzoo.recipe import load_recipe
+    from medzoo.train import train as run_train
+
+    r = load_recipe(recipe, list(overrides))
+    result = run_train(r, resume=resume, overwrite=overwrite, dry_run=dry_run, log=click.echo)
+    if dry_run:
+        click.echo(json.dumps(result, indent=2))
+
+
 # ---------------------------------------------------------------- generate
 
 

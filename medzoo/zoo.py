@@ -14,6 +14,9 @@ from pathlib import Path
 from medzoo.paths import zoo_dir
 
 ZOO_PREFIX = "zoo:"
+# Bump whenever a tiny builder changes what it writes: cached folders are named with it, so an
+# upgrade never reuses a stale model.
+ZOO_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def build(name: str, seed: int = 0, out: str | Path | None = None, force: bool =
     from medzoo.models.family import get_family
 
     entry = zoo_entry(name)
-    final = Path(out) if out else zoo_dir() / f"{name}-seed{seed}"
+    final = Path(out) if out else zoo_dir() / f"{name}-seed{seed}-v{ZOO_VERSION}"
     if final.exists() and (final / "config.json").exists() and not force:
         return final
     if final.exists() and force:

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+PHANTOM_VERSION = 3  # bump whenever generation changes: it is part of the dataset fingerprint
 TASKS = ("vqa", "distance", "angle", "detection", "lesion-size")
 SPLITS = ("train", "validation", "test")
 DECIMALS = {"distance": 1, "angle": 1, "detection": 2, "lesion-size": 1}
@@ -79,7 +80,8 @@ class PhantomConfig:
     def fingerprint(self) -> str:
         import hashlib
 
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=list).encode()).hexdigest()[:16]
+        blob = json.dumps({**self.__dict__, "version": PHANTOM_VERSION}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- drawing helpers
@@ -185,31 +187,40 @@ def _vqa(rng, cfg: PhantomConfig):
 
     category = str(rng.choice(list(VQA_QUESTIONS)))
     question = str(rng.choice(VQA_QUESTIONS[category]))
-    count = int(rng.integers(0 if category == "presence" else 1, 4))
+    if category in ("location", "size"):
+        count = 1  # "where is / how large is the polyp" must have one answer
+    elif category == "presence":
+        count = 0 if rng.random() < 0.5 else int(rng.integers(1, 4))  # balanced yes / no
+    else:
+        count = int(rng.integers(1, 4))
     colour = str(rng.choice(list(COLOURS)))
     quadrant = str(rng.choice(QUADRANTS))
     lo, hi, size_class = SIZE_CLASSES[int(rng.integers(len(SIZE_CLASSES)))]
     instrument = bool(rng.integers(2))
-    findings = []
+    if instrument:  # a bright metallic bar entering from the image border, as forceps do
+        t = np.linspace(0, 1, 2 * size)
+        x0, y0 = size - 1, size * rng.uniform(0.6, 0.95)
+        x1, y1 = size * rng.uniform(0.45, 0.6), size * rng.uniform(0.4, 0.55)
+        for k in t:
+            _disk(img, x0 + (x1 - x0) * k, y0 + (y1 - y0) * k, 0.05 * size, (235, 235, 240))
+    findings = []  # drawn after the instrument, never overlapping each other, so counts are exact
     for i in range(count):
         if i == 0:  # the first finding sits in the asked-about quadrant with the asked-about size
             qx, qy = QUADRANTS.index(quadrant) % 2, QUADRANTS.index(quadrant) // 2
             rad = rng.uniform(lo, hi) * size
             cx = (qx + rng.uniform(0.35, 0.65)) * size / 2
             cy = (qy + rng.uniform(0.35, 0.65)) * size / 2
-        else:  # extra findings are small and placed away from the first
-            rad = 0.06 * size
-            cx, cy = rng.uniform(0.15, 0.85, 2) * size
-            if any((cx - f[0]) ** 2 + (cy - f[1]) ** 2 < (f[2] + rad + 3) ** 2 for f in findings):
-                cx, cy = size - findings[0][0], size - findings[0][1]
+        else:  # extra findings are medium-sized and placed apart from the others
+            rad = 0.09 * size
+            for _ in range(100):
+                cx, cy = rng.uniform(0.12, 0.88, 2) * size
+                if all((cx - f[0]) ** 2 + (cy - f[1]) ** 2 > (f[2] + rad + 3) ** 2 for f in findings):
+                    break
+            else:
+                break  # no room: the count is what was drawn
         findings.append((float(cx), float(cy), float(rad)))
         _disk(img, cx, cy, rad, COLOURS[colour])
-    if instrument:  # a grey metallic bar entering from the lower-right edge
-        t = np.linspace(0, 1, 4 * size)
-        x0, y0 = size - 1, size * rng.uniform(0.6, 0.95)
-        x1, y1 = size * rng.uniform(0.55, 0.7), size * rng.uniform(0.45, 0.6)
-        for k in t:
-            _disk(img, x0 + (x1 - x0) * k, y0 + (y1 - y0) * k, 2.5, (170, 170, 175))
+    count = len(findings)
 
     answer = {
         "presence": "yes" if count else "no",

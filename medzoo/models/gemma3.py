@@ -57,7 +57,8 @@ GEMMA3_CHAT_TEMPLATE = (
 
 TINY_GEMMA_IMAGE = {"image_size": 112}
 TINY_MM_TOKENS = 16  # 8x8 SigLIP patches pooled 2x2
-OUTPUT_STD = 0.25
+POSITION_STD = 0.5
+OUTPUT_STD = 1.0  # see family.scale_output_layer
 
 
 def perceived_size(w: int, h: int, settings: dict) -> tuple[int, int]:
@@ -87,6 +88,7 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
             pad_token_id=tok.pad_token_id,
             bos_token_id=tok.bos_token_id,
             eos_token_id=tok.eos_token_id,
+            tie_word_embeddings=False,
         ),
         vision_config=dict(
             hidden_size=64,
@@ -101,7 +103,11 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
         boi_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["boi_token"]),
         eoi_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["eoi_token"]),
         image_token_index=tok.convert_tokens_to_ids(GEMMA_IMAGE_TOKENS["image_token"]),
-        tie_word_embeddings=True,
+        # Untied (MedGemma ties them): with a tied head the residual stream, dominated by the
+        # current token's own embedding, makes a random tiny model predict its input token with a
+        # huge margin (loss ~32 that LoRA could not bring down in 1500 steps). Untied, the output
+        # layer can get the scale it needs (family.scale_output_layer) without touching the inputs.
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(cfg)
@@ -109,8 +115,10 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
         # transformers 5.19 leaves the projector at zero: every image would embed to zero (FIELD-NOTES).
         proj = model.model.multi_modal_projector
         proj.mm_input_projection_weight.normal_(0.0, 64**-0.5)
-    # Tied embeddings: scaling the output layer scales the input embeddings too; Gemma multiplies
-    # embeddings by sqrt(hidden) anyway, so a moderate std keeps both sane.
+        # SigLIP's learned absolute position embeddings at the default scale are ~30x weaker than
+        # the patch embeddings, so a random tower's features barely say *where* a patch is; at
+        # this scale "which quadrant" is readable from the image tokens.
+        model.model.vision_tower.embeddings.position_embedding.weight.normal_(0.0, POSITION_STD)
     scale_output_layer(model, OUTPUT_STD)
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
     model.generation_config.do_sample = False

@@ -1,0 +1,180 @@
+"""Examples -> model tensors with loss only on the answer, and the batch collator.
+
+The prompt is rendered by medzoo.prompts (the exact string the bench sends), the answer turn is
+appended by the same chat template, and every position before the answer, every image/vision
+token, everything after the answer's end-of-turn token, and padding get label -100.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+IGNORE = -100
+
+
+@dataclass
+class DropCounter:
+    """Rows dropped while preparing data, by reason (reported at the end and in the manifest)."""
+
+    unreadable_image: int = 0
+    empty_answer: int = 0
+
+    def total(self) -> int:
+        return self.unreadable_image + self.empty_answer
+
+    def as_dict(self) -> dict:
+        return {"unreadable_image": self.unreadable_image, "empty_answer": self.empty_answer}
+
+
+def clean_rows(ds, drop_answers: list[str], counter: DropCounter):
+    """Drop rows with unreadable images or empty/'nan' answers (counted, never a crash)."""
+    from datasets import Image as ImageFeature
+
+    bad_answers = {a.strip().lower() for a in drop_answers}
+    raw = ds.cast_column("image", ImageFeature(decode=False)) if "image" in ds.column_names else ds
+
+    def keep(row):
+        answer = row.get("answer")
+        if answer is None or str(answer).strip().lower() in bad_answers:
+            counter.empty_answer += 1
+            return False
+        if not _image_ok(row.get("image")):
+            counter.unreadable_image += 1
+            return False
+        return True
+
+    keep_idx = [i for i, row in enumerate(raw) if keep(row)]
+    return ds.select(keep_idx) if len(keep_idx) != len(ds) else ds
+
+
+def _image_ok(image) -> bool:
+    import io
+
+    from PIL import Image
+
+    if image is None:
+        return False
+    try:
+        if image.get("bytes"):
+            Image.open(io.BytesIO(image["bytes"])).load()
+        elif image.get("path"):
+            Image.open(image["path"]).load()
+        else:
+            return False
+        return True
+    except Exception:
+        return False
+
+
+def limit_rows(ds, limit: int | None, per_task: dict[str, int], seed: int):
+    """Apply per-task limits, then an overall limit (deterministic shuffle first, so limits sample all tasks)."""
+    if not per_task and not limit:
+        return ds
+    ds = ds.shuffle(seed=seed)
+    if per_task and "task" in ds.column_names:
+        seen: dict[str, int] = {}
+        keep = []
+        for i, task in enumerate(ds["task"]):
+            cap = per_task.get(task)
+            if cap is None or seen.get(task, 0) < cap:
+                keep.append(i)
+                seen[task] = seen.get(task, 0) + 1
+        ds = ds.select(keep)
+    if limit and limit < len(ds):
+        ds = ds.select(range(limit))
+    return ds
+
+
+class Encoder:
+    """Turns one example into input tensors + masked labels for a given processor and family."""
+
+    def __init__(self, processor, family, prompt_settings, mode: str, image_settings: dict):
+        self.processor = processor
+        self.family = family
+        self.settings = prompt_settings
+        self.mode = mode
+        self.image_settings = image_settings
+        tok = processor.tokenizer
+        self.image_token_ids = {i for i in tok.convert_tokens_to_ids(list(family.image_tokens)) if i is not None and i != tok.unk_token_id}
+        self.end_id = tok.convert_tokens_to_ids(family.end_of_turn)
+
+    def texts(self, row) -> tuple[str, str, list]:
+        """(prompt, prompt + answer turn, images): the prompt is byte-identical to the bench's."""
+        from medzoo.inference import example_images
+        from medzoo.prompts import build_messages, render
+
+        images = example_images(row)
+        w, h = images[0].size
+        perceived = self.family.perceived_size(w, h, self.image_settings)
+        kwargs = dict(mode=self.mode, settings=self.settings, perceived_size=perceived, n_images=len(images))
+        prompt = render(self.processor, build_messages(row, **kwargs)[0], add_generation_prompt=True)
+        full = render(self.processor, build_messages(row, with_answer=True, **kwargs)[0], add_generation_prompt=False)
+        if not full.startswith(prompt):
+            raise ValueError(f"{self.family.name}: the chat template does not render the prompt as a prefix of the answered conversation")
+        return prompt, full, images
+
+    def encode(self, row) -> dict:
+        prompt, full, images = self.texts(row)
+        enc = self.processor(text=[full], images=images, return_tensors="np")
+        n_prompt = self.processor(text=[prompt], images=images, return_tensors="np")["input_ids"].shape[1]
+        ids = enc["input_ids"][0].tolist()
+        labels = self.labels(ids, n_prompt)
+        out = {"input_ids": ids, "labels": labels}
+        for key, value in enc.items():
+            if key in ("input_ids",):
+                continue
+            out[key] = value[0].tolist() if key in ("attention_mask", "token_type_ids", "mm_token_type_ids") else value
+        return out
+
+    def labels(self, ids: list[int], n_prompt: int) -> list[int]:
+        labels = [IGNORE] * len(ids)
+        for i in range(n_prompt, len(ids)):
+            if ids[i] in self.image_token_ids:
+                continue
+            labels[i] = ids[i]
+            if ids[i] == self.end_id:
+                break  # the answer ends with the end-of-turn token; what the template adds after it is not learned
+        return labels
+
+
+def encode_dataset(ds, encoder: Encoder, desc: str = "preprocess"):
+    """Map a cleaned dataset through the encoder into a tensor-ready `datasets.Dataset`."""
+    import numpy as np
+
+    def fn(row):
+        out = encoder.encode(row)
+        return {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v) for k, v in out.items()}
+
+    keep = ["id", "task"]
+    remove = [c for c in ds.column_names if c not in keep]
+    return ds.map(fn, remove_columns=remove, desc=desc, load_from_cache_file=False, keep_in_memory=False)
+
+
+class Collator:
+    """Pads token columns (right), concatenates Qwen patches / stacks Gemma images."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        longest = max(len(r["input_ids"]) for r in rows)
+        batch = {}
+        pads = {"input_ids": self.pad_id, "labels": IGNORE, "attention_mask": 0, "token_type_ids": 0, "mm_token_type_ids": 0}
+        for key, pad in pads.items():
+            if key in rows[0]:
+                batch[key] = torch.tensor([list(r[key]) + [pad] * (longest - len(r[key])) for r in rows], dtype=torch.long)
+        if "pixel_values" in rows[0]:
+            pv = [torch.as_tensor(r["pixel_values"], dtype=torch.float32) for r in rows]
+            # Qwen: (patches, dim) per example -> concatenated; Gemma: (n_img, 3, H, W) -> concatenated.
+            batch["pixel_values"] = torch.cat(pv, dim=0)
+        if "image_grid_thw" in rows[0]:
+            batch["image_grid_thw"] = torch.cat([torch.as_tensor(r["image_grid_thw"], dtype=torch.long) for r in rows], dim=0)
+        return batch
+
+
+def describe_masking(ids: list[int], labels: list[int], tokenizer) -> str:
+    """Human-readable view of which tokens carry loss (used by --dry-run)."""
+    return json.dumps([(tokenizer.convert_ids_to_tokens(i), lab != IGNORE) for i, lab in zip(ids, labels) if lab != IGNORE])

@@ -1,0 +1,526 @@
+"""`medzoo.train(recipe)`: train a recipe's LoRA/QLoRA adapter, stage by stage.
+
+Output folder (the recipe's run directory, default runs/<name>):
+
+    adapter/            final peft adapter + processor + chat template (what bench/merge read)
+    stages/NN-<name>/   each curriculum stage's adapter (a single-stage recipe has one)
+    checkpoints/<stage>/checkpoint-N   Trainer checkpoints, for --resume
+    logs/               TensorBoard
+    recipe.yaml         the resolved recipe
+    manifest.json       base model, data fingerprint, config hash, version, drops, metrics
+
+Speed choices (measured in benchmarks/train_throughput.py): examples are tokenised and their
+images processed once and cached on disk, the collator only pads and concatenates, a plain
+`Trainer` is used (trl's SFTTrainer computes extra per-step metrics), and tiny models train on
+one torch thread (~40x faster per step than two on these machines, FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from medzoo import __version__
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    data: object  # DataSpec with the stage's overrides applied
+    stage_filter: str | None
+    epochs: float
+    max_steps: int | None
+    lr: float
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}-{self.name}"
+
+
+@dataclass
+class TrainContext:
+    """Everything loaded once per run and shared by the stages."""
+
+    recipe: object
+    model_path: str
+    family: object
+    image_settings: dict
+    processor: object
+    prompt_settings: object
+    drops: dict = field(default_factory=dict)
+
+
+def stages_of(recipe) -> list[Stage]:
+    t = recipe.train
+    if not t.stages:
+        return [Stage(0, "main", recipe.data, None, t.epochs, t.max_steps, t.lr)]
+    out = []
+    for i, s in enumerate(t.stages):
+        data = recipe.data
+        if s.tasks:
+            data = replace(data, tasks=list(s.tasks))
+        if s.limit_train:
+            data = replace(data, limit_train=s.limit_train)
+        out.append(
+            Stage(
+                i,
+                s.name,
+                data,
+                s.stage_filter,
+                s.epochs if s.epochs is not None else t.epochs,
+                s.max_steps if s.max_steps is not None else (t.max_steps if s.epochs is None else None),
+                s.lr if s.lr is not None else t.lr,
+            )
+        )
+    return out
+
+
+def choose_threads(recipe, n_params: int | None = None) -> int:
+    if recipe.train.threads:
+        return recipe.train.threads
+    # Tiny models: one thread beats two by a wide margin on small matrices (FIELD-NOTES).
+    if n_params is not None and n_params < 200_000_000:
+        return 1
+    return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- data
+
+
+def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, stage_filter: str | None = None):
+    """Cleaned, limited, encoded split (cached on disk). Returns (dataset, cache_hit)."""
+    from medzoo.cache import cached_dataset
+    from medzoo.data.sources import load_splits
+    from medzoo.preprocess import DropCounter, Encoder, clean_rows, encode_dataset, limit_rows
+
+    dd = load_splits(data_spec)
+    if split not in dd:
+        if split == "validation" and "train" in dd:
+            # No validation split given: hold out a deterministic slice of train.
+            parts = dd["train"].train_test_split(test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed)
+            dd = {"train": parts["train"], "validation": parts["test"]}
+        else:
+            raise ValueError(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
+    raw = dd[split]
+    proc = ctx.processor
+    key = {
+        "dataset": raw._fingerprint,
+        "split": split,
+        "model_type": ctx.family.name,
+        "image_settings": ctx.image_settings,
+        "image_processor": proc.image_processor.to_dict(),
+        "chat_template": proc.chat_template,
+        "tokenizer_size": len(proc.tokenizer),
+        "prompt_mode": ctx.recipe.prompts.train_mode,
+        "prompts": ctx.prompt_settings.__dict__,
+        "limit": limit,
+        "per_task": data_spec.per_task_limit,
+        "stage_filter": stage_filter,
+        "drop_answers": data_spec.drop_answers,
+        "seed": data_spec.seed,
+    }
+    counter = DropCounter()
+
+    def build():
+        ds = raw
+        if stage_filter is not None:
+            if "stage" not in ds.column_names:
+                raise ValueError(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
+            ds = ds.filter(lambda s: str(s) == str(stage_filter), input_columns="stage")
+        ds = clean_rows(ds, data_spec.drop_answers, counter)
+        ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
+        enc = Encoder(proc, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
+        out = encode_dataset(ds, enc, desc=f"preprocess {split}")
+        # Drops are part of the cached result, so a cache hit still reports them.
+        return out.add_column("_drops", [json.dumps(counter.as_dict())] * len(out)) if len(out) else out
+
+    ds, hit, _ = cached_dataset("preprocessed", key, build)
+    if len(ds) == 0:
+        raise ValueError(f"data: no usable examples left in split {split!r} after cleaning and limits")
+    drops = json.loads(ds[0]["_drops"])
+    for k, v in drops.items():
+        ctx.drops[f"{split}.{k}"] = ctx.drops.get(f"{split}.{k}", 0) + v
+    tensor_cols = [c for c in ds.column_names if c not in ("id", "task", "_drops")]
+    ds.set_format("numpy", columns=tensor_cols)
+    return ds, hit
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _progress_callback():
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class LossBar(TrainerCallback):
+        """One progress bar with the latest loss and throughput (examples/s)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.t0, self.step0 = time.perf_counter(), state.global_step
+            self.per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(state.global_step - self.bar.n)
+            dt = time.perf_counter() - self.t0
+            if dt > 0:
+                self.bar.set_postfix_str(f"{(state.global_step - self.step0) * self.per_step / dt:.1f} ex/s" + self._loss(state), refresh=False)
+
+        @staticmethod
+        def _loss(state):
+            for rec in reversed(state.log_history):
+                if "loss" in rec:
+                    return f" loss {rec['loss']:.4f}"
+            return ""
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+
+    return LossBar()
+
+
+# ---------------------------------------------------------------- loss on answer positions only
+
+
+def answer_only_loss(model, inputs: dict, return_outputs: bool = False):
+    """Causal-LM loss computed from logits at the answer positions only.
+
+    A VLM's logits over every prompt and image position are (batch x length x vocab): 243 MB per
+    forward for 8 x 50 tokens of Qwen's 152k vocabulary, and as much again for their gradient, all
+    for positions whose labels are -100. `logits_to_keep` (the model's own code path, soft-capping
+    included) asks for the positions that predict a label; the loss is the same number.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs.pop("labels")
+    # Position t predicts token t+1: keep positions whose *next* label counts.
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    outputs = model(**inputs, logits_to_keep=keep)
+    logits = outputs.logits.float()  # (batch, len(keep), vocab)
+    picked = targets[:, keep]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=-100, reduction="sum")
+    n = (picked != -100).sum()
+    loss = loss / n.clamp(min=1)
+    inputs["labels"] = labels
+    return (loss, outputs) if return_outputs else loss
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True)
+            if num_items_in_batch is not None and self.args.gradient_accumulation_steps > 1:
+                # Trainer divides by accumulation steps itself; keep the per-token mean per micro-batch.
+                pass
+            return (loss, outputs) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            import torch
+
+            with torch.no_grad():
+                loss = answer_only_loss(model, dict(self._prepare_inputs(inputs)))
+            return loss.detach(), None, None
+
+    return AnswerLossTrainer
+
+
+# ---------------------------------------------------------------- training
+
+
+def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, n_train: int, has_eval: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    t = recipe.train
+    steps_kw = {"max_steps": stage.max_steps} if stage.max_steps else {"num_train_epochs": stage.epochs}
+    report = [r for r in t.report_to if r != "none"] or "none"
+    # transformers 5 takes the TensorBoard folder from the environment, read when the Trainer starts.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        learning_rate=stage.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        seed=t.seed,
+        data_seed=t.seed,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        logging_steps=t.logging_steps,
+        report_to=report,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # our own bar shows loss and throughput
+        use_cpu=not torch.cuda.is_available(),
+        **steps_kw,
+    )
+
+
+def _latest_checkpoint(folder: Path) -> str | None:
+    if not folder.exists():
+        return None
+    cps = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
+    return str(cps[-1]) if cps else None
+
+
+def _save_adapter(model, processor, dest: Path) -> None:
+    """Adapter + processor (tokenizer, chat template) written atomically."""
+    from medzoo.atomic import build_dir
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    with build_dir(dest) as tmp:
+        model.save_pretrained(str(tmp))
+        processor.save_pretrained(str(tmp))
+
+
+def adapter_digest(model) -> str:
+    """A hash of the adapter's trainable weights (shows which adapter a stage started from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _exact_match(pred: str, ref: str) -> bool:
+    from medzoo.metrics import normalize
+
+    return normalize(pred) == normalize(ref)
+
+
+def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> float:
+    """Held-out exact-match accuracy by greedy generation (the bench's prompts and engine code)."""
+    from medzoo.engines import hf_engine
+    from medzoo.inference import prepare
+    from medzoo.models.loading import stop_token_ids
+
+    prepared = prepare(rows, ctx.processor, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
+    model.eval()
+    preds = hf_engine.generate(model, ctx.processor, prepared.prompts, prepared.images, max_new_tokens, stop_token_ids(ctx.processor, ctx.family), batch_size=16)
+    model.train()
+    return sum(_exact_match(p, r["answer"]) for p, r in zip(preds, rows)) / max(len(rows), 1)
+
+
+def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 50, log=print) -> dict:
+    """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json)."""
+    import torch
+    from transformers import set_seed
+
+    from medzoo.adapters import attach_adapter, load_base_for_training, trainable_parameters
+    from medzoo.atomic import write_json, write_text
+    from medzoo.models.loading import family_of, image_settings, load_processor
+    from medzoo.preprocess import Collator
+    from medzoo.recipe import prompt_settings
+    from medzoo.zoo import resolve_base
+
+    run_dir = recipe.run_path()
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
+        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over")
+    if overwrite and run_dir.exists() and not dry_run:
+        shutil.rmtree(run_dir)
+
+    model_path = resolve_base(recipe.base, seed=recipe.seed)
+    family = family_of(model_path)
+    settings = image_settings(family, recipe.image, model_path)
+    ctx = TrainContext(recipe, model_path, family, settings, load_processor(model_path, settings), prompt_settings(recipe))
+    stages = stages_of(recipe)
+
+    set_seed(recipe.train.seed)
+    base = load_base_for_training(model_path, family, recipe.adapter, recipe.train.precision)
+    threads = choose_threads(recipe, sum(p.numel() for p in base.parameters()))
+    torch.set_num_threads(threads)
+
+    started = time.time()
+    stage_reports = []
+    model = None
+    prev_adapter = None
+    val_ds = None
+    for stage in stages:
+        stage_dir = run_dir / "stages" / stage.dirname
+        limit_val = recipe.data.limit_val
+        train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter)
+        val_ds, _ = prepare_split(ctx, recipe.data, "validation", limit_val)
+        log(f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})")
+        if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:
+            log(f"stage {stage.dirname}: already finished, continuing from its adapter")
+            prev_adapter = stage_dir
+            stage_reports.append(json.loads((stage_dir / "stage.json").read_text()))
+            continue
+        if model is None:
+            set_seed(recipe.train.seed)
+            model = attach_adapter(base, family, recipe.adapter, recipe.train.gradient_checkpointing, str(prev_adapter) if prev_adapter else None)
+        trainable, total = trainable_parameters(model)
+        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, len(train_ds), True)
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            data_collator=Collator(ctx.processor.tokenizer.pad_token_id),
+            callbacks=[_progress_callback()],
+        )
+        if dry_run:
+            return _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, threads, log)
+        checkpoint = _latest_checkpoint(Path(args.output_dir)) if resume else None
+        if checkpoint:
+            log(f"stage {stage.dirname}: resuming from {checkpoint}")
+        eval_before = None if checkpoint else trainer.evaluate().get("eval_loss")
+        initial_sha = adapter_digest(model)
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.perf_counter() - t0
+        eval_metrics = trainer.evaluate()
+        report = {
+            "stage": stage.dirname,
+            "train_examples": len(train_ds),
+            "steps": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "eval_loss": eval_metrics.get("eval_loss"),
+            "eval_loss_before": eval_before,
+            "initial_adapter_sha": initial_sha,
+            "final_adapter_sha": adapter_digest(model),
+            "seconds": round(seconds, 2),
+            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+            "resumed_from": checkpoint,
+        }
+        _save_adapter(model, ctx.processor, stage_dir)
+        write_json(stage_dir / "stage.json", report)
+        stage_reports.append(report)
+        prev_adapter = stage_dir
+        log(f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, eval loss {report['eval_loss']:.4f}")
+
+    if model is None:  # every stage already finished (a --resume after completion)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(prev_adapter))
+    trainable, total = trainable_parameters(model)
+    from datasets import load_from_disk  # noqa: F401  (keeps datasets import local)
+
+    val_rows = _raw_rows(ctx, recipe.data, "validation", eval_limit)
+    accuracy = quick_eval(model, ctx, val_rows, recipe.bench.max_new_tokens) if val_rows else None
+    _save_adapter(model, ctx.processor, run_dir / "adapter")
+    manifest = {
+        "medzoo_version": __version__,
+        "recipe": recipe.name,
+        "config_hash": recipe.config_hash(),
+        "base": recipe.base,
+        "base_path": model_path,
+        "family": family.name,
+        "adapter_method": recipe.adapter.method,
+        "data_fingerprint": val_ds._fingerprint if val_ds is not None else None,
+        "dataset": _data_fingerprint(recipe.data),
+        "dropped_rows": ctx.drops,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "quantized_4bit_layers": sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"),
+        "torch_threads": threads,
+        "stages": stage_reports,
+        "metrics": {
+            "train_loss": stage_reports[-1]["train_loss"],
+            "eval_loss": stage_reports[-1]["eval_loss"],
+            "val_exact_match": accuracy,
+            "val_examples_generated": len(val_rows),
+        },
+        "wall_seconds": round(time.time() - started, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(run_dir / "manifest.json", manifest)
+    import yaml
+
+    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    dropped = sum(ctx.drops.values())
+    log(f"dropped rows: {dropped} {ctx.drops if dropped else ''}".rstrip())
+    if accuracy is not None:
+        log(f"held-out exact match ({len(val_rows)} validation examples): {accuracy:.1%}")
+    log(f"adapter written to {run_dir / 'adapter'}")
+    return manifest
+
+
+def _data_fingerprint(spec) -> str:
+    from medzoo.data.sources import load_splits
+
+    dd = load_splits(spec)
+    return "-".join(dd[s]._fingerprint for s in sorted(dd))
+
+
+def _raw_rows(ctx: TrainContext, spec, split: str, limit: int):
+    from medzoo.data.sources import load_splits
+    from medzoo.preprocess import DropCounter, clean_rows
+
+    dd = load_splits(spec)
+    if split not in dd:
+        return []
+    ds = clean_rows(dd[split], spec.drop_answers, DropCounter())
+    return [ds[i] for i in range(min(limit, len(ds)))]
+
+
+def _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, threads, log) -> dict:
+    """Load everything and run the first batch forward+backward; report sizes, steps and memory."""
+    import psutil
+    import torch
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    rss0 = psutil.Process().memory_info().rss
+    out = model(**batch)
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+    rss1 = psutil.Process().memory_info().rss
+    t = recipe.train
+    per_step = t.batch_size * t.grad_accum
+    steps_per_epoch = max(1, -(-len(train_ds) // per_step))
+    steps = t.max_steps or int(steps_per_epoch * t.epochs)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    # Trainable parameters in fp32 need a gradient + two Adam moments.
+    optimizer_bytes = trainable * 4 * 3
+    activation_bytes = max(rss1 - rss0, 0)
+    labels = batch["labels"]
+    report = {
+        "dry_run": True,
+        "base": ctx.model_path,
+        "family": ctx.family.name,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_percent": 100.0 * trainable / total,
+        "examples_per_epoch": len(train_ds),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps,
+        "first_batch_shape": list(batch["input_ids"].shape),
+        "first_batch_loss_tokens": int((labels != -100).sum()),
+        "first_batch_loss": float(out.loss),
+        "torch_threads": threads,
+        "memory_estimate_mb": {
+            "weights": round(weight_bytes / 2**20, 1),
+            "grads_and_optimizer": round(optimizer_bytes / 2**20, 1),
+            "activations_first_batch": round(activation_bytes / 2**20, 1),
+            "total": round((weight_bytes + optimizer_bytes + activation_bytes) / 2**20, 1),
+        },
+        "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+    }
+    log(f"trainable parameters: {trainable:,} of {total:,} ({report['trainable_percent']:.2f}%)")
+    log(f"examples per epoch: {len(train_ds)}; steps per epoch: {steps_per_epoch}; total steps: {steps}")
+    log(f"first batch: {report['first_batch_shape']} tokens, {report['first_batch_loss_tokens']} carry loss, loss {report['first_batch_loss']:.4f}")
+    m = report["memory_estimate_mb"]
+    log(f"memory estimate: {m['total']} MB (weights {m['weights']}, grads+optimizer {m['grads_and_optimizer']}, activations {m['activations_first_batch']})")
+    return report
