@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock bench-startup clean
+.PHONY: venv demo test test-fast lock bench-startup bench-train clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -22,6 +22,9 @@ demo: venv
 	$(MEDZOO) recipes list
 	$(MEDZOO) generate phantom-tiny --engine hf,vllm
 	$(MEDZOO) generate phantom-tiny-gemma --engine hf,vllm
+	# --resume: trains on the first run, reuses the finished adapter afterwards.
+	$(MEDZOO) train phantom-tiny --resume
+	$(MEDZOO) train phantom-tiny-gemma --resume
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -38,6 +41,9 @@ lock: venv
 
 bench-startup: venv
 	$(PY) benchmarks/cli_startup.py
+
+bench-train: venv
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(MEDZOO_HOME) runs

@@ -100,7 +100,7 @@ def run_baseline(recipe_name: str, steps: int, batch: int, out: str) -> dict:
         save_strategy="no",
         use_cpu=True,
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=raw, data_collator=collate, processing_class=processor.tokenizer)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=raw, data_collator=collate, processing_class=processor)
     t0 = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - t0

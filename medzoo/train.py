@@ -310,8 +310,9 @@ def _exact_match(pred: str, ref: str) -> bool:
     return normalize(pred) == normalize(ref)
 
 
-def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> float:
-    """Held-out exact-match accuracy by greedy generation (the bench's prompts and engine code)."""
+def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
+    """Held-out exact match by greedy generation (the bench's prompts and engine code), overall
+    and per question category."""
     from medzoo.engines import hf_engine
     from medzoo.inference import prepare
     from medzoo.models.loading import stop_token_ids
@@ -320,10 +321,17 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> float:
     model.eval()
     preds = hf_engine.generate(model, ctx.processor, prepared.prompts, prepared.images, max_new_tokens, stop_token_ids(ctx.processor, ctx.family), batch_size=16)
     model.train()
-    return sum(_exact_match(p, r["answer"]) for p, r in zip(preds, rows)) / max(len(rows), 1)
+    hits: dict[str, list[bool]] = {}
+    for pred, row in zip(preds, rows):
+        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(_exact_match(pred, row["answer"]))
+    everything = [h for v in hits.values() for h in v]
+    return {
+        "overall": sum(everything) / max(len(everything), 1),
+        "by_category": {k: round(sum(v) / len(v), 3) for k, v in sorted(hits.items())},
+    }
 
 
-def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 50, log=print) -> dict:
+def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 100, log=print) -> dict:
     """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json)."""
     import torch
     from transformers import set_seed
@@ -440,7 +448,8 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
         "metrics": {
             "train_loss": stage_reports[-1]["train_loss"],
             "eval_loss": stage_reports[-1]["eval_loss"],
-            "val_exact_match": accuracy,
+            "val_exact_match": accuracy["overall"] if accuracy else None,
+            "val_exact_match_by_category": accuracy["by_category"] if accuracy else None,
             "val_examples_generated": len(val_rows),
         },
         "wall_seconds": round(time.time() - started, 1),
@@ -453,7 +462,8 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     dropped = sum(ctx.drops.values())
     log(f"dropped rows: {dropped} {ctx.drops if dropped else ''}".rstrip())
     if accuracy is not None:
-        log(f"held-out exact match ({len(val_rows)} validation examples): {accuracy:.1%}")
+        per = ", ".join(f"{k} {v:.0%}" for k, v in accuracy["by_category"].items())
+        log(f"held-out exact match ({len(val_rows)} validation examples): {accuracy['overall']:.1%} ({per})")
     log(f"adapter written to {run_dir / 'adapter'}")
     return manifest
 
