@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def _context(recipe_name: str, overrides: list[str]):
@@ -48,7 +49,7 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, "fp32")
     torch.set_num_threads(choose_threads(recipe, sum(p.numel() for p in base.parameters())))
     model = attach_adapter(base, ctx.family, recipe.adapter, False)
-    args = _training_args(recipe, stages_of(recipe)[0], __import__("pathlib").Path(out), __import__("pathlib").Path(out) / "logs", len(train_ds), False)
+    args = _training_args(recipe, stages_of(recipe)[0], Path(out), Path(out) / "logs", False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=Collator(ctx.processor.tokenizer.pad_token_id))
     t0 = time.perf_counter()
     trainer.train()

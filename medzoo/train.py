@@ -195,7 +195,6 @@ def answer_only_loss(model, inputs: dict, return_outputs: bool = False):
     for positions whose labels are -100. `logits_to_keep` (the model's own code path, soft-capping
     included) asks for the positions that predict a label; the loss is the same number.
     """
-    import torch
     import torch.nn.functional as F
 
     labels = inputs.pop("labels")
@@ -217,10 +216,8 @@ def _trainer_class():
 
     class AnswerLossTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # A per-token mean per micro-batch; Trainer scales it for gradient accumulation.
             loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True)
-            if num_items_in_batch is not None and self.args.gradient_accumulation_steps > 1:
-                # Trainer divides by accumulation steps itself; keep the per-token mean per micro-batch.
-                pass
             return (loss, outputs) if return_outputs else loss
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -236,7 +233,7 @@ def _trainer_class():
 # ---------------------------------------------------------------- training
 
 
-def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, n_train: int, has_eval: bool):
+def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_eval: bool):
     import torch
     from transformers import TrainingArguments
 
@@ -380,7 +377,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
             set_seed(recipe.train.seed)
             model = attach_adapter(base, family, recipe.adapter, recipe.train.gradient_checkpointing, str(prev_adapter) if prev_adapter else None)
         trainable, total = trainable_parameters(model)
-        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, len(train_ds), True)
+        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, True)
         trainer = _trainer_class()(
             model=model,
             args=args,
@@ -424,8 +421,6 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
 
         model = PeftModel.from_pretrained(base, str(prev_adapter))
     trainable, total = trainable_parameters(model)
-    from datasets import load_from_disk  # noqa: F401  (keeps datasets import local)
-
     val_rows = _raw_rows(ctx, recipe.data, "validation", eval_limit)
     accuracy = quick_eval(model, ctx, val_rows, recipe.bench.max_new_tokens) if val_rows else None
     _save_adapter(model, ctx.processor, run_dir / "adapter")

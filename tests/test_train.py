@@ -1,7 +1,6 @@
 """`medzoo train`: adapters that learn, resume after a kill, QLoRA on CPU, curricula, the data cache."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

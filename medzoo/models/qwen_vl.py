@@ -82,7 +82,6 @@ def _perceived(factor: int):
 
 
 def _save_processor(folder: Path, arch: str, tok, pixels: dict, patch: int, template: str) -> None:
-    from transformers import AutoProcessor  # noqa: F401  (ensures processor classes are importable)
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
@@ -183,39 +182,23 @@ def build_tiny_qwen3_vl(folder: Path, seed: int) -> None:
     _save_processor(folder, "qwen3_vl", tok, TINY_QWEN3_PIXELS, 16, QWEN3_VL_CHAT_TEMPLATE)
 
 
-_COMMON = dict(
-    image_tokens=QWEN_IMAGE_TOKENS,
-    end_of_turn="<|im_end|>",
-    vision_prefixes=("model.visual",),
-    language_prefix="model.language_model",
-)
-QWEN2_VL = register(
-    Family(
-        name="qwen2_vl",
-        model_types=("qwen2_vl",),
-        perceived_size=_perceived(28),
-        build_tiny=build_tiny_qwen2_vl,
-        tiny_image_settings=TINY_QWEN_PIXELS,
-        **_COMMON,
+def _register_qwen(name: str, factor: int, build, pixels: dict) -> Family:
+    """The Qwen families differ only in resize factor (patch x merge), builder and tiny pixels."""
+    return register(
+        Family(
+            name=name,
+            model_types=(name,),
+            image_tokens=QWEN_IMAGE_TOKENS,
+            end_of_turn="<|im_end|>",
+            vision_prefixes=("model.visual",),
+            language_prefix="model.language_model",
+            perceived_size=_perceived(factor),
+            build_tiny=build,
+            tiny_image_settings=pixels,
+        )
     )
-)
-QWEN2_5_VL = register(
-    Family(
-        name="qwen2_5_vl",
-        model_types=("qwen2_5_vl",),
-        perceived_size=_perceived(28),
-        build_tiny=build_tiny_qwen2_5_vl,
-        tiny_image_settings=TINY_QWEN_PIXELS,
-        **_COMMON,
-    )
-)
-QWEN3_VL = register(
-    Family(
-        name="qwen3_vl",
-        model_types=("qwen3_vl",),
-        perceived_size=_perceived(32),
-        build_tiny=build_tiny_qwen3_vl,
-        tiny_image_settings=TINY_QWEN3_PIXELS,
-        **_COMMON,
-    )
-)
+
+
+QWEN2_VL = _register_qwen("qwen2_vl", 28, build_tiny_qwen2_vl, TINY_QWEN_PIXELS)
+QWEN2_5_VL = _register_qwen("qwen2_5_vl", 28, build_tiny_qwen2_5_vl, TINY_QWEN_PIXELS)
+QWEN3_VL = _register_qwen("qwen3_vl", 32, build_tiny_qwen3_vl, TINY_QWEN3_PIXELS)
