@@ -18,7 +18,8 @@ demo: venv
 	$(MEDZOO) zoo list
 	$(MEDZOO) zoo build tiny-qwen2.5-vl
 	$(MEDZOO) zoo build tiny-gemma3
-	$(MEDZOO) data phantom --task vqa,distance,detection,lesion-size --n 4 --n-val 2 --n-test 2 --out $(MEDZOO_HOME)/demo-phantom-$$$$ && rm -rf $(MEDZOO_HOME)/demo-phantom-*
+	test -d $(MEDZOO_HOME)/demo-phantom || $(MEDZOO) data phantom --task vqa,distance,angle,detection,lesion-size \
+	  --n 20 --n-val 5 --n-test 5 --format llava --out $(MEDZOO_HOME)/demo-phantom
 	$(MEDZOO) recipes list
 	$(MEDZOO) generate phantom-tiny --engine hf,vllm
 	$(MEDZOO) generate phantom-tiny-gemma --engine hf,vllm

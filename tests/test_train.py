@@ -39,6 +39,13 @@ def test_train_writes_adapter_manifest_and_logs(tmp_path):
     assert all(t.startswith("model.language_model.") for t in targets), "vision tower stays frozen by default"
     assert {t.rsplit(".", 1)[-1] for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
+    # `make demo` re-runs with --resume: a finished run is reused, not retrained.
+    before = _adapter_tensors(adapter)
+    again = run_medzoo("train", "phantom-tiny", "--resume", "--set", f"run_dir={run}", "--set", "train.max_steps=6", *FAST)
+    assert "already finished" in again.stdout
+    after = _adapter_tensors(adapter)
+    assert all((before[k] == after[k]).all() for k in before)
+
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path):
     run = tmp_path / "run"
