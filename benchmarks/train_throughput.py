@@ -23,16 +23,10 @@ from pathlib import Path
 
 
 def _context(recipe_name: str, overrides: list[str]):
-    from medzoo.models.loading import family_of, image_settings, load_processor
-    from medzoo.recipe import load_recipe, prompt_settings
+    from medzoo.recipe import load_recipe
     from medzoo.train import TrainContext
-    from medzoo.zoo import resolve_base
 
-    recipe = load_recipe(recipe_name, overrides)
-    path = resolve_base(recipe.base)
-    family = family_of(path)
-    settings = image_settings(family, recipe.image, path)
-    return TrainContext(recipe, path, family, settings, load_processor(path, settings), prompt_settings(recipe))
+    return TrainContext.for_recipe(load_recipe(recipe_name, overrides))
 
 
 def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:

@@ -54,6 +54,18 @@ class TrainContext:
     prompt_settings: object
     drops: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_recipe(cls, recipe) -> "TrainContext":
+        """Resolve the recipe's base model, family, image settings, processor and prompt settings."""
+        from medzoo.models.loading import family_of, image_settings, load_processor
+        from medzoo.recipe import prompt_settings
+        from medzoo.zoo import resolve_base
+
+        model_path = resolve_base(recipe.base, seed=recipe.seed)
+        family = family_of(model_path)
+        settings = image_settings(family, recipe.image, model_path)
+        return cls(recipe, model_path, family, settings, load_processor(model_path, settings), prompt_settings(recipe))
+
 
 def stages_of(recipe) -> list[Stage]:
     t = recipe.train
@@ -301,17 +313,12 @@ def adapter_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def _exact_match(pred: str, ref: str) -> bool:
-    from medzoo.metrics import normalize
-
-    return normalize(pred) == normalize(ref)
-
-
 def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     """Held-out exact match by greedy generation (the bench's prompts and engine code), overall
     and per question category."""
     from medzoo.engines import hf_engine
     from medzoo.inference import prepare
+    from medzoo.metrics import exact_match
     from medzoo.models.loading import stop_token_ids
 
     prepared = prepare(rows, ctx.processor, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
@@ -320,7 +327,7 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     model.train()
     hits: dict[str, list[bool]] = {}
     for pred, row in zip(preds, rows):
-        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(_exact_match(pred, row["answer"]))
+        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(bool(exact_match(pred, row["answer"])))
     everything = [h for v in hits.values() for h in v]
     return {
         "overall": sum(everything) / max(len(everything), 1),
@@ -335,10 +342,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
 
     from medzoo.adapters import attach_adapter, load_base_for_training, trainable_parameters
     from medzoo.atomic import write_json, write_text
-    from medzoo.models.loading import family_of, image_settings, load_processor
     from medzoo.preprocess import Collator
-    from medzoo.recipe import prompt_settings
-    from medzoo.zoo import resolve_base
 
     run_dir = recipe.run_path()
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
@@ -346,10 +350,8 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     if overwrite and run_dir.exists() and not dry_run:
         shutil.rmtree(run_dir)
 
-    model_path = resolve_base(recipe.base, seed=recipe.seed)
-    family = family_of(model_path)
-    settings = image_settings(family, recipe.image, model_path)
-    ctx = TrainContext(recipe, model_path, family, settings, load_processor(model_path, settings), prompt_settings(recipe))
+    ctx = TrainContext.for_recipe(recipe)
+    model_path, family = ctx.model_path, ctx.family
     stages = stages_of(recipe)
 
     set_seed(recipe.train.seed)
@@ -361,12 +363,10 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     stage_reports = []
     model = None
     prev_adapter = None
-    val_ds = None
+    val_ds, _ = prepare_split(ctx, recipe.data, "validation", recipe.data.limit_val)  # shared by every stage
     for stage in stages:
         stage_dir = run_dir / "stages" / stage.dirname
-        limit_val = recipe.data.limit_val
         train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter)
-        val_ds, _ = prepare_split(ctx, recipe.data, "validation", limit_val)
         log(f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})")
         if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:
             log(f"stage {stage.dirname}: already finished, continuing from its adapter")
@@ -432,7 +432,7 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
         "base_path": model_path,
         "family": family.name,
         "adapter_method": recipe.adapter.method,
-        "data_fingerprint": val_ds._fingerprint if val_ds is not None else None,
+        "data_fingerprint": val_ds._fingerprint,
         "dataset": _data_fingerprint(recipe.data),
         "dropped_rows": ctx.drops,
         "trainable_parameters": trainable,

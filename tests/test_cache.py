@@ -6,15 +6,9 @@ from medzoo.recipe import load_recipe
 
 
 def _context(recipe):
-    from medzoo.models.loading import family_of, image_settings, load_processor
-    from medzoo.recipe import prompt_settings
     from medzoo.train import TrainContext
-    from medzoo.zoo import resolve_base
 
-    path = resolve_base(recipe.base)
-    family = family_of(path)
-    settings = image_settings(family, recipe.image, path)
-    return TrainContext(recipe, path, family, settings, load_processor(path, settings), prompt_settings(recipe))
+    return TrainContext.for_recipe(recipe)
 
 
 def _prepare(home, limit, queue):

@@ -159,17 +159,19 @@ def use_hub_vision_layout(folder: Path) -> int:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    def hub_key(key: str) -> str:
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            return "vision_tower.vision_model." + key[len("vision_tower.") :]
+        return key
+
     renamed = 0
     for shard in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(shard, "pt") as f:
             metadata = f.metadata()
             tensors = {}
             for key in f.keys():
-                new = key
-                if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
-                    new = "vision_tower.vision_model." + key[len("vision_tower.") :]
-                    renamed += 1
-                tensors[new] = f.get_tensor(key)
+                renamed += hub_key(key) != key
+                tensors[hub_key(key)] = f.get_tensor(key)
         if renamed:
             tmp = shard.with_suffix(".tmp")
             save_file(tensors, tmp, metadata=metadata)
@@ -179,9 +181,6 @@ def use_hub_vision_layout(folder: Path) -> int:
         import json
 
         data = json.loads(index.read_text())
-        data["weight_map"] = {
-            ("vision_tower.vision_model." + k[len("vision_tower.") :] if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
-            for k, v in data["weight_map"].items()
-        }
+        data["weight_map"] = {hub_key(k): v for k, v in data["weight_map"].items()}
         index.write_text(json.dumps(data, indent=2))
     return renamed
