@@ -15,11 +15,12 @@ class MedzooGroup(click.Group):
     """Turns medzoo's expected errors into one clear line on stderr (exit 2), not a traceback."""
 
     def invoke(self, ctx):
+        from medzoo.merge import MergeError
         from medzoo.recipe import RecipeError
 
         try:
             return super().invoke(ctx)
-        except (RecipeError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
+        except (RecipeError, MergeError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
             if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -209,6 +210,62 @@ def generate(recipe, split, index, engines, mode, overrides, as_json):
     click.echo(f"reference: {result['reference']!r}")
     for engine, text in result["answers"].items():
         click.echo(f"{engine + ':':10s} {text!r}")
+
+
+# ---------------------------------------------------------------- bench
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--models", default="base,tuned", show_default=True, help="Comma-separated: base,tuned.")
+@click.option("--prompts", "modes", default=None, help="Comma-separated prompt modes: none,static,adaptive (default: the recipe's).")
+@click.option("--split", default=None, help="Evaluation split (default: the recipe's bench.split).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples.")
+@click.option("--engine", type=click.Choice(["vllm", "hf"]), default=None, help="Default: the recipe's bench.engine (vllm).")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(), help="Evaluate this adapter folder (repeatable) instead of the recipe's.")
+@click.option("--lora-mode", type=click.Choice(["auto", "lora", "merged"]), default="auto", show_default=True,
+              help="vLLM: serve adapters as LoRA requests on one engine, or merge each and serve it separately.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder (default: <run_dir>/bench/<split>-<engine>).")
+@click.option("--overwrite", is_flag=True, help="Replace a results folder made with other settings.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, overrides):
+    """Evaluate base and tuned models under each prompt mode; print the table, write results + plot."""
+    from medzoo.bench import run_bench
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    result = run_bench(r, models=_csv(models), modes=_csv(modes), split=split, limit=limit, engine=engine,
+                       adapters=list(adapters), lora_mode=lora_mode, out=out, overwrite=overwrite, log=click.echo)
+    click.echo(result.markdown)
+    t = result.summary["timing"]
+    if t.get("generations"):
+        click.echo(f"{t['generations']} generations in {t['total_s']:.1f} s (engine start {t.get('engine_start_s', 0):.1f} s, "
+                   f"generate {t.get('generate_s', 0):.1f} s = {t['generations_per_s']:.1f}/s)")
+    click.echo(f"results: {result.out} (records.jsonl, summary.json/.csv/.md, plot.png)")
+
+
+# ---------------------------------------------------------------- merge
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--adapter", type=click.Path(), default=None, help="Adapter folder (default: <run_dir>/adapter).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/merged).")
+@click.option("--check", "n_check", default=4, show_default=True, help="Examples whose logits must agree before saving.")
+@click.option("--force", is_flag=True, help="Merge again even if the folder holds this adapter's merge.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def merge(recipe, adapter, out, n_check, force, overrides):
+    """Merge the adapter into the full-precision base (checked logits) and save a loadable folder."""
+    from medzoo.merge import merge_for_recipe
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, log=click.echo)
+    click.echo(json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":

