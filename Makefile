@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock bench-startup bench-train clean
+.PHONY: venv demo test test-fast lock bench-startup bench-train bench-eval clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -26,6 +26,11 @@ demo: venv
 	# --resume: trains on the first run, reuses the finished adapter afterwards.
 	$(MEDZOO) train phantom-tiny --resume
 	$(MEDZOO) train phantom-tiny-gemma --resume
+	# Base vs tuned x three prompt modes in one vLLM engine (resumes / reuses finished results).
+	$(MEDZOO) bench phantom-tiny
+	$(MEDZOO) bench phantom-tiny-gemma
+	$(MEDZOO) merge phantom-tiny
+	$(MEDZOO) publish phantom-tiny --repo medzoo/phantom-tiny --dry-run
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -45,6 +50,9 @@ bench-startup: venv
 
 bench-train: venv
 	$(PY) benchmarks/train_throughput.py
+
+bench-eval: venv
+	$(PY) benchmarks/bench_throughput.py
 
 clean:
 	rm -rf $(MEDZOO_HOME) runs

@@ -81,18 +81,29 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
     return models
 
 
-def choose_lora_mode(requested: str, blockers: dict[str, str]) -> str:
-    """'lora' (LoRARequest on one engine) or 'merged' (a merged copy per adapter).
+def choose_lora_mode(requested: str, blockers: dict[str, str], on_cuda: bool = False, weight_bytes: int | None = None) -> str:
+    """'lora' (LoRARequest on one engine) or 'merged' (a merged copy per adapter, own engine).
 
-    'auto' picks LoRARequest: on these CPUs and the tiny models it was faster end to end than
-    merging plus a second engine (benchmarks/bench_throughput.py), and it is the only way to keep
-    every configuration in one engine. Adapters vLLM cannot serve force 'merged', said out loud.
+    'auto': LoRA requests on CUDA (punica kernels) and for small models on CPU, where the second
+    engine a merged copy needs costs more than LoRA's overhead (tiny Qwen2.5-VL, 1800 generations:
+    benchmarks/bench_throughput.py). On CPU with weights >= 1 GB, merged: at Qwen2-VL-2B shape
+    vLLM CPU generated ~4x slower with LoRA enabled (FIELD-NOTES). Adapters vLLM cannot serve force
+    'merged', and the caller says so.
     """
     if requested not in LORA_MODES:
         raise ValueError(f"--lora-mode: expected one of {', '.join(LORA_MODES)}, got {requested!r}")
     if blockers:
         return "merged"
-    return "merged" if requested == "merged" else "lora"
+    if requested != "auto":
+        return requested
+    large = weight_bytes is None or weight_bytes >= 1 << 30  # unknown (a Hub id) counts as large
+    return "merged" if (not on_cuda and large) else "lora"
+
+
+def weight_bytes(model_path: str) -> int | None:
+    """Size of a local model folder's safetensors (None for a Hub id not on disk)."""
+    files = list(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
+    return sum(f.stat().st_size for f in files) if files else None
 
 
 # ---------------------------------------------------------------- per-example scoring
@@ -329,7 +340,12 @@ def run_bench(
     rows = [ds[i] for i in range(n)]
 
     blockers = {m.label: r for m in bench_models if m.adapter and (r := adapter_vllm_blocker(m.adapter, family))}
-    mode_used = choose_lora_mode(lora_mode, blockers) if engine == "vllm" else "peft"
+    if engine == "vllm":
+        from medzoo.engines.vllm_engine import has_cuda
+
+        mode_used = choose_lora_mode(lora_mode, blockers, on_cuda=has_cuda(), weight_bytes=weight_bytes(base_path))
+    else:
+        mode_used = "peft"
     for label, reason in blockers.items():
         log(f"bench: merging adapter {label!r} before serving: {reason}")
 
@@ -431,7 +447,9 @@ def _merge_for_vllm(recipe, models, log) -> dict[str, str]:
     paths = {}
     for m in models:
         if m.adapter:
-            dest = Path(m.adapter).parent / f"merged-{m.label}" if Path(m.adapter).name == "adapter" else Path(m.adapter).with_name(Path(m.adapter).name + "-merged")
+            own = Path(m.adapter).resolve() == (recipe.run_path() / "adapter").resolve()
+            # The recipe's own adapter merges to <run_dir>/merged, where `medzoo merge` puts it (reused).
+            dest = recipe.run_path() / "merged" if own else Path(m.adapter).with_name(Path(m.adapter).name + "-merged")
             merge_for_recipe(recipe, adapter=m.adapter, out=str(dest), log=log)
             paths[m.label] = str(dest)
     return paths

@@ -16,11 +16,12 @@ class MedzooGroup(click.Group):
 
     def invoke(self, ctx):
         from medzoo.merge import MergeError
+        from medzoo.publish import PublishError
         from medzoo.recipe import RecipeError
 
         try:
             return super().invoke(ctx)
-        except (RecipeError, MergeError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
+        except (RecipeError, MergeError, PublishError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
             if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -231,15 +232,17 @@ def _csv(value: str | None) -> list[str] | None:
               help="vLLM: serve adapters as LoRA requests on one engine, or merge each and serve it separately.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder (default: <run_dir>/bench/<split>-<engine>).")
 @click.option("--overwrite", is_flag=True, help="Replace a results folder made with other settings.")
+@click.option("--chunk-size", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Generations per batched engine call; records are saved after each (resume granularity).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, overrides):
+def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, chunk_size, overrides):
     """Evaluate base and tuned models under each prompt mode; print the table, write results + plot."""
     from medzoo.bench import run_bench
     from medzoo.recipe import load_recipe
 
     r = load_recipe(recipe, list(overrides))
     result = run_bench(r, models=_csv(models), modes=_csv(modes), split=split, limit=limit, engine=engine,
-                       adapters=list(adapters), lora_mode=lora_mode, out=out, overwrite=overwrite, log=click.echo)
+                       adapters=list(adapters), lora_mode=lora_mode, out=out, overwrite=overwrite, chunk_size=chunk_size, log=click.echo)
     click.echo(result.markdown)
     t = result.summary["timing"]
     if t.get("generations"):
@@ -266,6 +269,54 @@ def merge(recipe, adapter, out, n_check, force, overrides):
     r = load_recipe(recipe, list(overrides))
     info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, log=click.echo)
     click.echo(json.dumps(info, indent=2))
+
+
+# ---------------------------------------------------------------- card / publish
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--repo", default=None, help="OWNER/NAME the card's usage snippets point at.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Card file (default: <run_dir>/README.md).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def card(recipe, repo, out, overrides):
+    """Write the Hugging Face model card (README.md) of a trained recipe."""
+    from pathlib import Path
+
+    from medzoo.atomic import write_text
+    from medzoo.card import build_card
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    path = Path(out) if out else r.run_path() / "README.md"
+    write_text(path, str(build_card(r, repo_id=repo)))
+    click.echo(f"model card: {path}")
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--repo", required=True, help="Hub repository OWNER/NAME (created if missing).")
+@click.option("--what", default="adapter", show_default=True, help="Comma-separated: adapter,merged,gguf.")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--revision", default=None, help="Branch to commit to.")
+@click.option("--dry-run", is_flag=True, help="Only write and list the folder that would be uploaded.")
+@click.option("--force", is_flag=True, help="Overwrite files that exist in the repo with different content.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def publish(recipe, repo, what, private, revision, dry_run, force, overrides):
+    """Upload a trained recipe (card + artefacts) to the Hugging Face Hub in one commit."""
+    from medzoo.publish import publish as run_publish
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    result = run_publish(r, repo, what=_csv(what), private=private, revision=revision, dry_run=dry_run, force=force, log=click.echo)
+    click.echo(f"staged {len(result.files)} files in {result.folder}:")
+    for f in result.files:
+        click.echo(f"  {f}")
+    click.echo(f"model card: {result.folder / 'README.md'}")
+    if result.uploaded:
+        click.echo(f"uploaded to {result.repo_id}: {result.commit_message}" + (f" ({result.commit_url})" if result.commit_url else ""))
+    else:
+        click.echo(f"not uploaded: {result.skipped_reason}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _cpu_environment(settings: VLLMSettings) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
-def _has_cuda() -> bool:
+def has_cuda() -> bool:
     try:
         import torch
 
@@ -53,7 +53,7 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
     one warm-up took 15 s of a tiny model's 40 s start (measured).
     """
     settings = settings or VLLMSettings()
-    if not _has_cuda():
+    if not has_cuda():
         _cpu_environment(settings)
     from vllm import LLM
 
@@ -66,7 +66,7 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
         limit_mm_per_prompt={"image": limit_images, "video": 0},  # no video profiling pass at start-up
         tensor_parallel_size=settings.tensor_parallel_size,
     )
-    skip = settings.skip_mm_profiling if settings.skip_mm_profiling is not None else not _has_cuda()
+    skip = settings.skip_mm_profiling if settings.skip_mm_profiling is not None else not has_cuda()
     if skip:
         kwargs["skip_mm_profiling"] = True
     if settings.enable_prefix_caching is not None:
