@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock bench-startup bench-train bench-eval clean
+.PHONY: venv demo test test-fast lock export bench-startup bench-train bench-eval clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -29,8 +29,16 @@ demo: venv
 	# Base vs tuned x three prompt modes in one vLLM engine (resumes / reuses finished results).
 	$(MEDZOO) bench phantom-tiny
 	$(MEDZOO) bench phantom-tiny-gemma
-	$(MEDZOO) merge phantom-tiny
-	$(MEDZOO) publish phantom-tiny --repo medzoo/phantom-tiny --dry-run
+	$(MAKE) export RECIPE=phantom-tiny
+	$(MEDZOO) publish phantom-tiny --repo medzoo/phantom-tiny --what adapter,gguf --dry-run
+
+# Train (if there is no adapter yet), merge and export GGUF (f16, q8_0, q4_k_m + mmproj, Modelfile,
+# parity check against the merged model): make export RECIPE=phantom-tiny-gemma
+RECIPE ?= phantom-tiny
+export: venv
+	$(MEDZOO) train $(RECIPE) --resume
+	$(MEDZOO) merge $(RECIPE)
+	$(MEDZOO) export $(RECIPE) --gguf --quant f16,q8_0,q4_k_m
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

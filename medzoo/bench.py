@@ -135,6 +135,16 @@ def score_example(task: str, prediction: str, reference: str) -> tuple[object, d
     return parsed, scores
 
 
+def primary_score(task: str, prediction: str, reference: str) -> float:
+    """One example's share of the task's PRIMARY_METRIC (1 = right), e.g. for export parity."""
+    _, m = score_example(task, prediction, reference)
+    if task in MEASUREMENT_VALUES:
+        return float(all(r is not None and r < 0.2 for r in m["rel_error"]))
+    if task == "detection":
+        return float(m["iou"] >= 0.5)
+    return m["exact_match"]
+
+
 # ---------------------------------------------------------------- results folder
 
 

@@ -15,13 +15,14 @@ class MedzooGroup(click.Group):
     """Turns medzoo's expected errors into one clear line on stderr (exit 2), not a traceback."""
 
     def invoke(self, ctx):
+        from medzoo.export import ExportError
         from medzoo.merge import MergeError
         from medzoo.publish import PublishError
         from medzoo.recipe import RecipeError
 
         try:
             return super().invoke(ctx)
-        except (RecipeError, MergeError, PublishError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
+        except (RecipeError, MergeError, PublishError, ExportError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
             if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -269,6 +270,33 @@ def merge(recipe, adapter, out, n_check, force, overrides):
     r = load_recipe(recipe, list(overrides))
     info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, log=click.echo)
     click.echo(json.dumps(info, indent=2))
+
+
+# ---------------------------------------------------------------- export
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--gguf", is_flag=True, required=True, help="Export GGUF (text model + mmproj) for llama.cpp / Ollama.")
+@click.option("--quant", default="f16,q8_0,q4_k_m", show_default=True, help="Comma-separated: f16,q8_0,q4_k_m.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/export).")
+@click.option("--parity", "n_parity", default=50, show_default=True, type=click.IntRange(min=1), help="Bench examples in the parity check.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def export(recipe, gguf, quant, out, n_parity, overrides):
+    """Merge, convert to GGUF + mmproj, quantise, write a Modelfile, and check parity with HF."""
+    from medzoo.export import export_gguf
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    result = export_gguf(r, quants=_csv(quant), out=out, n_parity=n_parity, log=click.echo)
+    p = result.parity
+    click.echo(f"\nparity with the merged transformers model on {p['examples']} {p['split']} examples (greedy; task metric HF {p['reference_metric']:.3f}):")
+    click.echo("| quant | size MB | answers equal | task metric |")
+    click.echo("|---|---|---|---|")
+    for q in p["quantizations"]:
+        click.echo(f"| {q['quant']} | {q['size_mb']:.1f} | {q['agreement']:.3f} | {q['metric']:.3f} |")
+    click.echo(f"chat template in the GGUF renders the training prompt: {p['chat_template_matches_training']}")
+    click.echo(f"wrote {result.out}: {', '.join(result.files)}")
 
 
 # ---------------------------------------------------------------- card / publish

@@ -84,6 +84,7 @@ def merge(
     tolerance: float = 1e-3,
     dtype: str = "float32",
     force: bool = False,
+    family=None,
     log=print,
 ) -> dict:
     """Merge `adapter_dir` into `base_path` and save to `out`; returns what was checked.
@@ -125,6 +126,15 @@ def merge(
         shutil.rmtree(out)
     with build_dir(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
+        # transformers 5 saves fast tokenizers as tokenizer.json only; keep the base's SentencePiece
+        # model too: llama.cpp's converter reads Gemma's vocabulary from it (a BPE tokenizer.json
+        # from a locally trained tokenizer fails its pre-tokenizer check).
+        for name in ("tokenizer.model",):
+            src = Path(base_path) / name
+            if src.exists() and not (tmp / name).exists():
+                shutil.copy2(src, tmp / name)
+        if family is not None and family.after_save is not None:
+            family.after_save(tmp)  # e.g. Gemma 3's vision tower in the Hub layout llama.cpp expects
         processor.save_pretrained(str(tmp))
         if getattr(merged, "generation_config", None) is not None:
             merged.generation_config.save_pretrained(str(tmp))
@@ -153,4 +163,4 @@ def merge_for_recipe(recipe, adapter: str | None = None, out: str | None = None,
     rows = [splits[split][i] for i in range(min(n_check, len(splits[split])))]
     prepared = prepare(rows, processor, family, prompt_settings(recipe), recipe.prompts.train_mode, settings)
     out_dir = Path(out) if out else recipe.run_path() / "merged"
-    return merge(base_path, adapter_dir, out_dir, processor, verification_inputs(processor, prepared, n_check), force=force, log=log)
+    return merge(base_path, adapter_dir, out_dir, processor, verification_inputs(processor, prepared, n_check), force=force, family=family, log=log)

@@ -26,10 +26,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if [ "$TARGET" = cuda ]; then
   "${PIP[@]}" install -q torch==2.13.0
-  "${PIP[@]}" install -q -e ".[cuda,test]"
+  "${PIP[@]}" install -q -e ".[cuda,export,test]"
 else
   # torch first, so that nothing else drags in a CUDA build.
   "${PIP[@]}" install -q torch==2.13.0
+  # llama-cpp-python (GGUF export) is an sdist: the first install compiles llama.cpp (~17 min on
+  # 2 cores); pip caches the wheel, so later set-ups reuse it.
   "${PIP[@]}" install -q -r requirements/cpu.lock
   "${PIP[@]}" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
   "$VENV/bin/python" tools/patch_torchvision.py

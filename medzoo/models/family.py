@@ -28,6 +28,8 @@ class Family:
     build_tiny: Callable[[Path, int], None] | None = None  # write a tiny random model folder
     tiny_image_settings: dict = field(default_factory=dict)
     supports_multi_image: bool = True
+    # Fix-ups after save_pretrained so other tools read the folder (Gemma 3: Hub weight layout).
+    after_save: Callable[[Path], int] | None = None
 
 
 def register(family: Family) -> Family:

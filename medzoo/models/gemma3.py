@@ -145,6 +145,7 @@ GEMMA3 = register(
         perceived_size=perceived_size,
         build_tiny=build_tiny_gemma3,
         tiny_image_settings=TINY_GEMMA_IMAGE,
+        after_save=lambda folder: use_hub_vision_layout(folder),
     )
 )
 

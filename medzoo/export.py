@@ -1,0 +1,400 @@
+"""`medzoo export --gguf`: merged model -> GGUF text model + mmproj, quantised, checked against HF.
+
+The converter is llama.cpp's own `convert_hf_to_gguf.py` (with its `conversion/` package and
+`gguf-py`), taken from the `llama-cpp-python` sdist on PyPI of the same version as the installed
+binding and cached under $MEDZOO_HOME; quantisation uses the binding's `llama_model_quantize`.
+
+Every export ends with a parity check, because "garbled output after conversion" and
+"chat template differs from training" are what users of every tool in this field report:
+- the GGUF's embedded chat template must render the training prompt for real examples;
+- the exported model (each quantisation, with its mmproj, through llama-cpp-python's multimodal
+  chat handler, i.e. the GGUF's template) answers the bench examples greedily, and its answers
+  are compared with the merged transformers model's: exact agreement and the task metric.
+The table is printed and written to parity.json (the model card shows it).
+
+On CPUs with AMX, llama.cpp's weight-repacking buffer types crash on quantised models
+(FIELD-NOTES): models are loaded with `use_extra_bufts=False`, and the README's commands pass `-nr`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LLAMA_CPP_PYTHON = "0.3.36"
+QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
+F16_MIN_AGREEMENT = 0.98
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- llama.cpp's converter
+
+
+def converter_dir(log=print) -> Path:
+    """llama.cpp's converter files from the llama-cpp-python sdist, fetched once (pip download)."""
+    from medzoo.atomic import build_dir
+    from medzoo.paths import medzoo_home
+
+    dest = medzoo_home() / f"llama.cpp-{LLAMA_CPP_PYTHON}"
+    if (dest / "convert_hf_to_gguf.py").exists():
+        return dest
+    log(f"export: fetching llama.cpp's converter (llama-cpp-python=={LLAMA_CPP_PYTHON} sdist) ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", tmp],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise ExportError(f"could not download the llama-cpp-python sdist: {proc.stderr.strip().splitlines()[-1:]}")
+        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+        wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+        with build_dir(dest) as out, tarfile.open(sdist) as tar:
+            for m in tar.getmembers():
+                rel = m.name[len(prefix):] if m.name.startswith(prefix) else None
+                if rel and rel.startswith(wanted) and (m.isfile() or m.isdir()):
+                    m.name = rel
+                    tar.extract(m, out, filter="data")
+    return dest
+
+
+def convert(model_dir: Path, out_file: Path, mmproj: bool, log=print) -> Path:
+    """Run convert_hf_to_gguf.py (f16). Returns the file written."""
+    conv = converter_dir(log)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(conv / "gguf-py"), str(conv)]), "NO_LOCAL_GGUF": ""}
+    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
+    if mmproj:
+        cmd.append("--mmproj")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ExportError(f"convert_hf_to_gguf.py{' --mmproj' if mmproj else ''} failed on {model_dir}: {' | '.join(tail)}")
+    if mmproj:  # the converter prefixes the output name with "mmproj-"
+        produced = out_file.with_name("mmproj-" + out_file.name)
+        if produced.exists():
+            produced.rename(out_file)
+    if not out_file.exists():
+        raise ExportError(f"convert_hf_to_gguf.py did not write {out_file}")
+    return out_file
+
+
+def quantize(src: Path, dest: Path, quant: str) -> Path:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTS[quant]
+    params.nthread = os.cpu_count() or 1
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+    if rc != 0 or not tmp.exists():
+        raise ExportError(f"llama_model_quantize({quant}) failed on {src} (code {rc})")
+    os.replace(tmp, dest)
+    return dest
+
+
+# ---------------------------------------------------------------- running a GGUF
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """llama.cpp and mtmd log from C to fd 2 whatever `verbose` says; keep the terminal readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def _no_extra_buffer_types():
+    """Load models with use_extra_bufts=False: the AMX repack path segfaults on quantised weights."""
+    import llama_cpp.llama as llama_mod
+
+    original = llama_mod.llama_cpp.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    llama_mod.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_mod.llama_cpp.llama_model_default_params = original
+
+
+def image_token_budget(processor) -> tuple[int, int] | None:
+    """(min, max) image tokens llama.cpp must use to resize like transformers does, or None.
+
+    llama.cpp's Qwen2/2.5-VL projector ignores the processor's min/max pixels and uses its own
+    budget (8..4096 tokens), so a tiny model's 112 px images became 140 px there (25 tokens
+    instead of 16) and answers diverged; real Qwen2.5-VL defaults allow 16384 tokens, beyond that
+    cap. The budget is passed explicitly (`--image-min-tokens/--image-max-tokens` on the CLI).
+    """
+    ip = processor.image_processor
+    size = getattr(ip, "size", None) or {}
+    if "longest_edge" not in size or not hasattr(ip, "merge_size"):
+        return None  # fixed-size families (Gemma): the mmproj carries the size
+    per_token = (ip.patch_size * ip.merge_size) ** 2
+    return max(1, size.get("shortest_edge", per_token) // per_token), size["longest_edge"] // per_token
+
+
+def _chat_handler(mmproj: Path, budget: tuple[int, int] | None):
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    class BudgetedHandler(MTMDChatHandler):
+        """MTMDChatHandler with an explicit image token budget (mtmd_context_params)."""
+
+        def _init_mtmd_context(self, llama_model):
+            original = self._mtmd_cpp.mtmd_context_params_default
+
+            def params():
+                p = original()
+                if budget:
+                    p.image_min_tokens, p.image_max_tokens = budget
+                return p
+
+            self._mtmd_cpp.mtmd_context_params_default = params
+            try:
+                super()._init_mtmd_context(llama_model)
+            finally:
+                self._mtmd_cpp.mtmd_context_params_default = original
+
+    return BudgetedHandler(clip_model_path=str(mmproj), verbose=False, use_gpu=False)
+
+
+def load_gguf(model: Path, mmproj: Path, budget: tuple[int, int] | None = None, n_ctx: int = 2048):
+    from llama_cpp import Llama
+
+    with _no_extra_buffer_types():
+        return Llama(model_path=str(model), chat_handler=_chat_handler(mmproj, budget), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
+
+
+def _image_url(image) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def openai_messages(messages: list[dict], images: list) -> list[dict]:
+    """medzoo chat messages -> OpenAI-style messages with data-URI images (what llama-server takes)."""
+    out, it = [], iter(images)
+    for m in messages:
+        content = []
+        for part in m["content"]:
+            if part["type"] == "image":
+                content.append({"type": "image_url", "image_url": {"url": _image_url(next(it))}})
+            else:
+                content.append({"type": "text", "text": part["text"]})
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) -> str:
+    out = llm.create_chat_completion(messages=openai_messages(messages, images), temperature=0.0, top_k=1, max_tokens=max_new_tokens, seed=0)
+    return (out["choices"][0]["message"]["content"] or "").strip()
+
+
+def gguf_chat_template(path: Path) -> str | None:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    field = reader.fields.get("tokenizer.chat_template")
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def render_with_template(template: str, messages: list[dict], bos_token: str = "", eos_token: str = "") -> str:
+    """Render messages with a GGUF's template the way llama.cpp's jinja front ends do."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+
+
+# ---------------------------------------------------------------- Ollama
+
+
+OLLAMA_TEMPLATES = {
+    "qwen_vl": (
+        '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+        "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "gemma3": "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n<start_of_turn>model\n",
+}
+
+
+def modelfile(family, model_file: str, mmproj_file: str, system: str | None) -> str:
+    key = "gemma3" if family.name == "gemma3" else "qwen_vl"
+    lines = [
+        "# Ollama Modelfile written by medzoo export. Keep the mmproj FROM line: without it Ollama loses vision.",
+        f"FROM ./{model_file}",
+        f"FROM ./{mmproj_file}",
+        f'TEMPLATE """{OLLAMA_TEMPLATES[key]}"""',
+        f'PARAMETER stop "{family.end_of_turn}"',
+        "PARAMETER temperature 0",
+    ]
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the command
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    files: list[str]
+    parity: dict
+
+
+def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None, n_parity: int = 50, log=print) -> ExportResult:
+    """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
+    from medzoo.atomic import write_json, write_text
+    from medzoo.bench import primary_score
+    from medzoo.data.sources import load_splits
+    from medzoo.engines import hf_engine
+    from medzoo.inference import example_images, prepare
+    from medzoo.merge import merge_for_recipe
+    from medzoo.models.loading import family_of, image_settings, load_model, load_processor, stop_token_ids
+    from medzoo.prompts import build_messages
+    from medzoo.recipe import prompt_settings
+
+    quants = quants or list(QUANTS)
+    for q in quants:
+        if q not in QUANTS:
+            raise ValueError(f"--quant: expected some of {', '.join(QUANTS)}, got {q!r}")
+    if "f16" not in quants:
+        quants = ["f16", *quants]  # the other quantisations are made from it
+    final_dir = Path(out) if out else recipe.run_path() / "export"
+    out_dir = final_dir.with_name(final_dir.name + ".partial")  # renamed into place when done
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    merged = recipe.run_path() / "merged"
+    merge_for_recipe(recipe, out=str(merged), log=log)
+    family = family_of(str(merged))
+    name = recipe.name
+
+    t = time.perf_counter()
+    files = {"f16": convert(merged, out_dir / f"{name}-f16.gguf", mmproj=False, log=log)}
+    mmproj = convert(merged, out_dir / f"mmproj-{name}-f16.gguf", mmproj=True, log=log)
+    for q in quants:
+        if q != "f16":
+            files[q] = quantize(files["f16"], out_dir / f"{name}-{q}.gguf", q)
+    log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
+
+    # Parity: the merged HF model vs each GGUF on the same bench examples, greedy.
+    settings = image_settings(family, recipe.image, str(merged))
+    processor = load_processor(str(merged), settings)
+    splits = load_splits(recipe.data)
+    split = recipe.bench.split if recipe.bench.split in splits else next(iter(splits))
+    rows = [splits[split][i] for i in range(min(n_parity, len(splits[split])))]
+    mode = recipe.prompts.train_mode
+    ps = prompt_settings(recipe)
+    prepared = prepare(rows, processor, family, ps, mode, settings)
+    model = load_model(str(merged))
+    reference = hf_engine.generate(model, processor, prepared.prompts, prepared.images, recipe.bench.max_new_tokens, stop_token_ids(processor, family), batch_size=16)
+    reference = [r.strip() for r in reference]
+    del model
+
+    # The GGUF's own chat template must render what training rendered (image marker aside).
+    template = gguf_chat_template(files["f16"])
+    template_ok = None
+    if template:
+        messages, _ = build_messages(rows[0], mode, ps, perceived_size=family.perceived_size(*example_images(rows[0])[0].size, settings))
+        tok = processor.tokenizer
+        rendered = render_with_template(template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+        template_ok = rendered == prepared.prompts[0]
+
+    budget = image_token_budget(processor)
+    table = []
+    ref_metric = sum(primary_score(r.get("task") or "vqa", p, r["answer"]) for r, p in zip(rows, reference)) / len(rows)
+    for q in quants:
+        answers = []
+        with _quiet_native_stderr():
+            llm = load_gguf(files[q], mmproj, budget)
+            for row in rows:
+                images = example_images(row)
+                messages, _ = build_messages(row, mode, ps, perceived_size=family.perceived_size(*images[0].size, settings), n_images=len(images))
+                answers.append(gguf_answer(llm, messages, images, recipe.bench.max_new_tokens))
+            del llm
+        agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
+        metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
+        table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6, "agreement": agree, "metric": metric,
+                      "examples_differing": [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r][:10]})
+        log(f"export: {q}: {agree:.1%} of answers equal the merged HF model's; task metric {metric:.3f} (HF {ref_metric:.3f})")
+
+    parity = {
+        "examples": len(rows), "split": split, "prompt_mode": mode, "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
+        "reference": "merged model, transformers greedy", "reference_metric": ref_metric, "mmproj": mmproj.name,
+        "mmproj_size_mb": mmproj.stat().st_size / 1e6, "chat_template_matches_training": template_ok, "quantizations": table,
+        "image_tokens": list(budget) if budget else None,
+        "f16_min_agreement": F16_MIN_AGREEMENT,
+    }
+    write_json(out_dir / "parity.json", parity)
+    system = ps.static if mode != "none" else _default_system(processor)
+    default_quant = "q8_0" if "q8_0" in files else "f16"
+    write_text(out_dir / "Modelfile", modelfile(family, files[default_quant].name, mmproj.name, system))
+    write_text(out_dir / "README.md", _run_snippet(name, files, mmproj, default_quant, budget))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.rename(out_dir, final_dir)
+    out_dir = final_dir
+    f16 = next(r for r in table if r["quant"] == "f16")
+    if f16["agreement"] < F16_MIN_AGREEMENT:
+        raise ExportError(f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers (< {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}")
+    if template_ok is False:
+        raise ExportError(f"the GGUF's chat template renders a different prompt than training; see {out_dir / 'parity.json'}")
+    listing = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    return ExportResult(out_dir, listing, parity)
+
+
+def _default_system(processor) -> str | None:
+    """The system prompt the chat template adds when none is given (Qwen: 'You are a helpful assistant.')."""
+    probe = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}], tokenize=False, add_generation_prompt=True)
+    marker = "<|im_start|>system\n"
+    if marker in probe:
+        return probe.split(marker, 1)[1].split("<|im_end|>", 1)[0]
+    return None
+
+
+def _run_snippet(name: str, files: dict, mmproj: Path, default_quant: str, budget: tuple[int, int] | None) -> str:
+    model = files[default_quant].name
+    flags = f" --image-min-tokens {budget[0]} --image-max-tokens {budget[1]}" if budget else ""
+    return f"""# {name}: GGUF export
+
+Files: {', '.join(p.name for p in files.values())}, {mmproj.name} (vision projector), Modelfile, parity.json.
+
+```bash
+# llama.cpp (-nr: no weight repacking; needed on AMX CPUs for quantised models)
+# --image-*-tokens: resize images as training did (llama.cpp's Qwen-VL default budget differs)
+llama-mtmd-cli -m {model} --mmproj {mmproj.name} --image scan.png -p "Is there a polyp in the image?" --temp 0 -nr{flags}
+llama-server -m {model} --mmproj {mmproj.name} --temp 0 -nr{flags}
+# Ollama (keep both FROM lines of the Modelfile)
+ollama create {name} -f Modelfile
+ollama run {name} "Is there a polyp in the image? ./scan.png"
+```
+"""
