@@ -164,21 +164,24 @@ def _read_records(path: Path) -> list[dict]:
     return out
 
 
+def _stored_digest(folder: Path) -> str | None:
+    path = folder / "spec.json"
+    return json.loads(path.read_text()).get("digest") if path.exists() else None
+
+
 def _open_workdir(out: Path, spec: dict, overwrite: bool, log) -> tuple[Path, list[dict]]:
     """The folder to work in and the records already there (resume)."""
     from medzoo.atomic import write_json
 
     digest = _spec_digest(spec)
     if out.exists():
-        old = json.loads((out / "spec.json").read_text()) if (out / "spec.json").exists() else {}
-        if old.get("digest") == digest:
+        if _stored_digest(out) == digest:
             return out, _read_records(out / "records.jsonl")
         if not overwrite:
             raise FileExistsError(f"{out}: holds results of a different bench (other settings); pass --overwrite to replace it or --out for a new folder")
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
-        old = json.loads((partial / "spec.json").read_text()) if (partial / "spec.json").exists() else {}
-        if old.get("digest") == digest:
+        if _stored_digest(partial) == digest:
             records = _read_records(partial / "records.jsonl")
             log(f"bench: resuming {partial} ({len(records)} records done)")
             # Rewrite without a torn tail so appends start on a clean line.
@@ -319,10 +322,9 @@ def run_bench(
     from medzoo.data.sources import load_splits
     from medzoo.inference import ENGINES, prepare
     from medzoo.merge import adapter_digest, adapter_vllm_blocker
-    from medzoo.models.loading import family_of, image_settings, load_processor, stop_token_ids
+    from medzoo.models.loading import recipe_base, stop_token_ids
     from medzoo.prompts import PROMPT_MODES
     from medzoo.recipe import prompt_settings
-    from medzoo.zoo import resolve_base
 
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -338,10 +340,8 @@ def run_bench(
     bench_models = resolve_models(recipe, list(models or ["base", "tuned"]), list(adapters or []))
 
     t = time.perf_counter()
-    base_path = resolve_base(recipe.base, seed=recipe.seed)
-    family = family_of(base_path)
-    settings = image_settings(family, recipe.image, base_path)
-    processor = load_processor(base_path, settings)
+    base = recipe_base(recipe)
+    base_path, family, settings, processor = base.path, base.family, base.image_settings, base.processor
     splits = load_splits(recipe.data)
     if split not in splits:
         raise KeyError(f"--split {split!r}: the dataset has splits {', '.join(splits)}")

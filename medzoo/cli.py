@@ -30,6 +30,11 @@ class MedzooGroup(click.Group):
             sys.exit(2)
 
 
+def _csv(value: str | None) -> list[str] | None:
+    """A comma-separated option value as a list (None when empty)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 @click.group(cls=MedzooGroup)
 @click.version_option(package_name="medzoo")
 def main():
@@ -197,7 +202,7 @@ def generate(recipe, split, index, engines, mode, overrides, as_json):
     from medzoo.inference import ENGINES, generate_for_recipe
     from medzoo.recipe import load_recipe
 
-    chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    chosen = tuple(_csv(engines) or ())
     for e in chosen:
         if e not in ENGINES:
             raise click.BadParameter(f"expected one of {', '.join(ENGINES)}, got {e!r}", param_hint="--engine")
@@ -215,10 +220,6 @@ def generate(recipe, split, index, engines, mode, overrides, as_json):
 
 
 # ---------------------------------------------------------------- bench
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 @main.command()

@@ -19,7 +19,6 @@ On CPUs with AMX, llama.cpp's weight-repacking buffer types crash on quantised m
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -274,12 +273,11 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
     from medzoo.atomic import write_json, write_text
     from medzoo.bench import primary_score
-    from medzoo.data.sources import load_splits
+    from medzoo.data.sources import first_rows
     from medzoo.engines import hf_engine
-    from medzoo.inference import example_images, prepare
+    from medzoo.inference import prepare
     from medzoo.merge import merge_for_recipe
-    from medzoo.models.loading import family_of, image_settings, load_model, load_processor, stop_token_ids
-    from medzoo.prompts import build_messages
+    from medzoo.models.loading import load_model, recipe_base, stop_token_ids
     from medzoo.recipe import prompt_settings
 
     quants = quants or list(QUANTS)
@@ -295,7 +293,11 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     out_dir.mkdir(parents=True)
     merged = recipe.run_path() / "merged"
     merge_for_recipe(recipe, out=str(merged), log=log)
-    family = family_of(str(merged))
+    # The base's image settings and processor: what training used (the merged folder is not a zoo
+    # folder, so resolving settings from it would lose the tiny models' resize and misstate the
+    # pixel size in measurement prompts).
+    base = recipe_base(recipe)
+    family, settings, processor = base.family, base.image_settings, base.processor
     name = recipe.name
 
     t = time.perf_counter()
@@ -307,11 +309,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
 
     # Parity: the merged HF model vs each GGUF on the same bench examples, greedy.
-    settings = image_settings(family, recipe.image, str(merged))
-    processor = load_processor(str(merged), settings)
-    splits = load_splits(recipe.data)
-    split = recipe.bench.split if recipe.bench.split in splits else next(iter(splits))
-    rows = [splits[split][i] for i in range(min(n_parity, len(splits[split])))]
+    split, rows = first_rows(recipe.data, recipe.bench.split, n_parity)
     mode = recipe.prompts.train_mode
     ps = prompt_settings(recipe)
     prepared = prepare(rows, processor, family, ps, mode, settings)
@@ -324,9 +322,8 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     template = gguf_chat_template(files["f16"])
     template_ok = None
     if template:
-        messages, _ = build_messages(rows[0], mode, ps, perceived_size=family.perceived_size(*example_images(rows[0])[0].size, settings))
         tok = processor.tokenizer
-        rendered = render_with_template(template, messages, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+        rendered = render_with_template(template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
         template_ok = rendered == prepared.prompts[0]
 
     budget = image_token_budget(processor)
@@ -336,9 +333,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         answers = []
         with _quiet_native_stderr():
             llm = load_gguf(files[q], mmproj, budget)
-            for row in rows:
-                images = example_images(row)
-                messages, _ = build_messages(row, mode, ps, perceived_size=family.perceived_size(*images[0].size, settings), n_images=len(images))
+            for messages, images in zip(prepared.messages, prepared.images):
                 answers.append(gguf_answer(llm, messages, images, recipe.bench.max_new_tokens))
             del llm
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)

@@ -16,6 +16,7 @@ class Prepared:
     prompts: list[str] = field(default_factory=list)
     images: list[list] = field(default_factory=list)
     routes: list[list[str]] = field(default_factory=list)
+    messages: list[list[dict]] = field(default_factory=list)  # what `prompts` were rendered from
 
 
 def example_images(row) -> list:
@@ -32,6 +33,7 @@ def prepare(rows, processor, family, settings, mode: str, image_settings: dict) 
         w, h = imgs[0].size
         perceived = family.perceived_size(w, h, image_settings)
         messages, routes = build_messages(row, mode, settings, perceived_size=perceived, n_images=len(imgs))
+        out.messages.append(messages)
         out.prompts.append(render(processor, messages))
         out.images.append(imgs)
         out.routes.append(routes)
@@ -59,14 +61,11 @@ def answer(engine: str, model_path: str, prepared: Prepared, processor, family, 
 def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("hf",), mode: str = "none") -> dict:
     """Answer one dataset example of a recipe with the base model, per engine (the demo's smoke test)."""
     from medzoo.data.sources import load_splits
-    from medzoo.models.loading import family_of, image_settings, load_processor
+    from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
-    from medzoo.zoo import resolve_base
 
-    model_path = resolve_base(recipe.base, seed=recipe.seed)
-    family = family_of(model_path)
-    settings = image_settings(family, recipe.image, model_path)
-    processor = load_processor(model_path, settings)
+    base = recipe_base(recipe)
+    model_path, family, settings, processor = base.path, base.family, base.image_settings, base.processor
     ds = load_splits(recipe.data)[split]
     if not 0 <= index < len(ds):
         raise IndexError(f"--index {index}: split {split!r} has {len(ds)} examples")

@@ -145,22 +145,17 @@ def merge(
 
 def merge_for_recipe(recipe, adapter: str | None = None, out: str | None = None, n_check: int = 4, force: bool = False, log=print) -> dict:
     """`medzoo merge RECIPE`: the recipe's trained adapter (or `adapter`) into `<run_dir>/merged`."""
-    from medzoo.data.sources import load_splits
+    from medzoo.data.sources import first_rows
     from medzoo.inference import prepare
-    from medzoo.models.loading import family_of, image_settings, load_processor
+    from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
-    from medzoo.zoo import resolve_base
 
     adapter_dir = Path(adapter) if adapter else recipe.run_path() / "adapter"
     if not (adapter_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter")
-    base_path = resolve_base(recipe.base, seed=recipe.seed)
-    family = family_of(base_path)
-    settings = image_settings(family, recipe.image, base_path)
-    processor = load_processor(base_path, settings)
-    splits = load_splits(recipe.data)
-    split = recipe.bench.split if recipe.bench.split in splits else next(iter(splits))
-    rows = [splits[split][i] for i in range(min(n_check, len(splits[split])))]
-    prepared = prepare(rows, processor, family, prompt_settings(recipe), recipe.prompts.train_mode, settings)
+    base = recipe_base(recipe)
+    _, rows = first_rows(recipe.data, recipe.bench.split, n_check)
+    prepared = prepare(rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings)
     out_dir = Path(out) if out else recipe.run_path() / "merged"
-    return merge(base_path, adapter_dir, out_dir, processor, verification_inputs(processor, prepared, n_check), force=force, family=family, log=log)
+    checks = verification_inputs(base.processor, prepared, n_check)
+    return merge(base.path, adapter_dir, out_dir, base.processor, checks, force=force, family=base.family, log=log)

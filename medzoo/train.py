@@ -57,14 +57,11 @@ class TrainContext:
     @classmethod
     def for_recipe(cls, recipe) -> "TrainContext":
         """Resolve the recipe's base model, family, image settings, processor and prompt settings."""
-        from medzoo.models.loading import family_of, image_settings, load_processor
+        from medzoo.models.loading import recipe_base
         from medzoo.recipe import prompt_settings
-        from medzoo.zoo import resolve_base
 
-        model_path = resolve_base(recipe.base, seed=recipe.seed)
-        family = family_of(model_path)
-        settings = image_settings(family, recipe.image, model_path)
-        return cls(recipe, model_path, family, settings, load_processor(model_path, settings), prompt_settings(recipe))
+        base = recipe_base(recipe)
+        return cls(recipe, base.path, base.family, base.image_settings, base.processor, prompt_settings(recipe))
 
 
 def stages_of(recipe) -> list[Stage]:

@@ -55,3 +55,11 @@ def load_splits(spec):
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
     return ds
+
+
+def first_rows(spec, split: str, n: int) -> tuple[str, list]:
+    """The first `n` rows of `split` (or of the first split if the dataset lacks it), decoded."""
+    splits = load_splits(spec)
+    name = split if split in splits else next(iter(splits))
+    ds = splits[name]
+    return name, [ds[i] for i in range(min(n, len(ds)))]

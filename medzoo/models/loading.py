@@ -8,6 +8,7 @@ training, evaluation and export all see images at the same size.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from medzoo.models.family import Family, family_for_model_type
@@ -76,3 +77,23 @@ def stop_token_ids(processor, family: Family) -> list[int]:
     if tok.eos_token_id is not None:
         ids.add(tok.eos_token_id)
     return sorted(ids)
+
+
+@dataclass
+class RecipeBase:
+    """A recipe's base model resolved: where it is, its family, image settings and processor."""
+
+    path: str
+    family: Family
+    image_settings: dict
+    processor: object
+
+
+def recipe_base(recipe) -> RecipeBase:
+    """The one path from a recipe to its base model (train, bench, merge, export, generate)."""
+    from medzoo.zoo import resolve_base
+
+    path = resolve_base(recipe.base, seed=recipe.seed)
+    family = family_of(path)
+    settings = image_settings(family, recipe.image, path)
+    return RecipeBase(path, family, settings, load_processor(path, settings))
