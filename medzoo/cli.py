@@ -186,6 +186,25 @@ def train(recipe, overrides, resume, overwrite, dry_run):
         click.echo(json.dumps(result, indent=2))
 
 
+# ---------------------------------------------------------------- tune
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should have (default: the recipe's tune.trials).")
+@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///<run_dir>/tune/study.db).")
+@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel trial processes (capped by free memory).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def tune(recipe, trials, storage, timeout, jobs, overrides):
+    """Search hyper-parameters with Optuna (TPE + median pruning); resumable; writes a ready-to-train recipe."""
+    from medzoo.recipe import load_recipe
+    from medzoo.tune import tune as run_tune
+
+    r = load_recipe(recipe, list(overrides))
+    run_tune(r, trials=trials, storage=storage, timeout=timeout, jobs=jobs, log=click.echo)
+
+
 # ---------------------------------------------------------------- generate
 
 

@@ -155,6 +155,44 @@ class BenchSpec:
 
 
 @dataclass
+class ParamSpec:
+    """One hyper-parameter of a `medzoo tune` search space (keyed by its recipe path, e.g. train.lr)."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = field(default=None, metadata=POSITIVE)
+    choices: list[Union[int, float, str, bool]] = field(default_factory=list)
+
+
+def _guide_space() -> dict[str, ParamSpec]:
+    # The MedGemma guide's space: lr, gradient accumulation and LoRA r / alpha / dropout.
+    return {
+        "train.lr": ParamSpec("float", 1e-6, 1e-4, log=True),
+        "train.grad_accum": ParamSpec("categorical", choices=[1, 2, 4, 8, 16]),
+        "adapter.r": ParamSpec("categorical", choices=[16, 32]),
+        "adapter.alpha": ParamSpec("categorical", choices=[16, 32, 64, 128]),
+        "adapter.dropout": ParamSpec("float", 0.0, 0.1, step=0.01),
+    }
+
+
+@dataclass
+class TuneSpec:
+    """`medzoo tune`: Optuna TPE search over recipe fields with median pruning."""
+
+    trials: int = field(default=20, metadata=POSITIVE_INT)  # finished trials the study aims for (resumes count)
+    objective: Literal["eval_loss", "val_exact_match"] = "eval_loss"
+    max_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # per trial; default: the recipe's length
+    eval_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # intermediate evaluations (pruning)
+    eval_limit: int = field(default=50, metadata=POSITIVE_INT)  # validation examples generated for val_exact_match
+    sampler_seed: int = 0
+    pruner_startup_trials: int = field(default=5, metadata=NON_NEGATIVE_INT)
+    pruner_warmup_steps: int = field(default=0, metadata=NON_NEGATIVE_INT)
+    space: dict[str, ParamSpec] = field(default_factory=_guide_space)
+
+
+@dataclass
 class Recipe:
     name: str
     base: str  # "zoo:tiny-qwen2.5-vl", a Hub id ("google/medgemma-4b-it") or a local folder
@@ -168,6 +206,7 @@ class Recipe:
     train: TrainSpec = field(default_factory=TrainSpec)
     prompts: PromptSpec = field(default_factory=PromptSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
+    tune: TuneSpec = field(default_factory=TuneSpec)
 
     source: Optional[str] = field(default=None, metadata={"internal": True})  # file it was read from
 
@@ -305,9 +344,46 @@ def _cross_checks(recipe: Recipe) -> None:
             close = difflib.get_close_matches(name, ZOO, n=1)
             hint = f" (did you mean 'zoo:{close[0]}'?)" if close else ""
             raise RecipeError(f"base: unknown zoo model {recipe.base!r}{hint}; known: {', '.join('zoo:' + z for z in ZOO)}")
+    for path, p in recipe.tune.space.items():
+        _check_param(recipe, path, p)
     for name, cat in recipe.prompts.adaptive.items():
         if not cat.keywords:
             raise RecipeError(f"prompts.adaptive.{name}.keywords: expected at least one keyword")
+
+
+def _check_param(recipe: Recipe, path: str, p: ParamSpec) -> None:
+    where = f"tune.space.{path}"
+    node = recipe
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+            raise RecipeError(f"{where}: not a recipe field (expected a path such as train.lr or adapter.r)")
+        node = getattr(node, part)
+    if p.type == "categorical":
+        if not p.choices:
+            raise RecipeError(f"{where}.choices: expected at least one choice for a categorical parameter")
+    elif p.low is None or p.high is None or p.low > p.high:
+        raise RecipeError(f"{where}: expected low <= high for a {p.type} parameter, got low={p.low} high={p.high}")
+    elif p.log and p.low <= 0:
+        raise RecipeError(f"{where}.low: expected a positive number on a log scale, got {p.low}")
+
+
+def apply_values(recipe: Recipe, values: dict[str, Any], **top: Any) -> Recipe:
+    """A copy of `recipe` with dotted-path fields set (e.g. {"train.lr": 1e-4}), validated again."""
+    raw = recipe.to_dict()
+    raw.update(top)
+    for path, value in values.items():
+        node = raw
+        *parents, leaf = path.split(".")
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    try:
+        out = _build(Recipe, raw, "")
+        _cross_checks(out)
+    except RecipeError as e:
+        raise RecipeError(f"{recipe.source or recipe.name}: {e}") from None
+    out.source = recipe.source
+    return out
 
 
 # ---------------------------------------------------------------- loading

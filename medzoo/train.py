@@ -332,8 +332,11 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     }
 
 
-def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 100, log=print) -> dict:
-    """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json)."""
+def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 100, log=print,
+          callbacks: list | None = None, progress: bool = True) -> dict:
+    """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json).
+
+    `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook)."""
     import torch
     from transformers import set_seed
 
@@ -381,8 +384,12 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
             train_dataset=train_ds,
             eval_dataset=val_ds,
             data_collator=Collator(ctx.processor.tokenizer.pad_token_id),
-            callbacks=[_progress_callback()],
+            callbacks=([_progress_callback()] if progress else []) + list(callbacks or []),
         )
+        if not progress:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # no per-log dict printing either
         if dry_run:
             return _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, threads, log)
         checkpoint = _latest_checkpoint(Path(args.output_dir)) if resume else None
