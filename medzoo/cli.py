@@ -15,6 +15,7 @@ class MedzooGroup(click.Group):
     """Turns medzoo's expected errors into one clear line on stderr (exit 2), not a traceback."""
 
     def invoke(self, ctx):
+        from medzoo.data.records import AnnotationError
         from medzoo.export import ExportError
         from medzoo.merge import MergeError
         from medzoo.publish import PublishError
@@ -22,7 +23,7 @@ class MedzooGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (RecipeError, MergeError, PublishError, ExportError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
+        except (RecipeError, AnnotationError, MergeError, PublishError, ExportError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
             if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -129,9 +130,9 @@ def recipes_list():
     for name, path in available_recipes().items():
         try:
             r = load_recipe(str(path))
-            click.echo(f"{name:28s} {r.base:32s} {r.description}")
+            click.echo(f"{name:34s} {r.base:30s} {r.description}")
         except RecipeError as e:
-            click.echo(f"{name:28s} INVALID: {e}")
+            click.echo(f"{name:34s} INVALID: {e}")
 
 
 @recipes.command("show")
@@ -175,15 +176,44 @@ def recipes_validate(recipes_):
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint / finished stage.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
 @click.option("--dry-run", is_flag=True, help="Load recipe, model and first batch; print sizes, steps and memory; exit.")
-def train(recipe, overrides, resume, overwrite, dry_run):
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="Processes per node (GPUs, or CPU workers with gloo).")
+@click.option("--launcher", type=click.Choice(["torchrun", "accelerate"]), default=None, help="Default: torchrun, or accelerate with --config.")
+@click.option("--config", "launch_config", default=None, help="accelerate config: ddp, fsdp, zero2, zero3, zero3-offload, or a file.")
+@click.option("--launcher-args", default="", help="Passed to the launcher as is (multi-node: '--nnodes 2 --node-rank 0 --master-addr HOST').")
+def train(recipe, overrides, resume, overwrite, dry_run, nproc, launcher, launch_config, launcher_args):
     """Train the recipe's LoRA / QLoRA adapter (writes <run_dir>/adapter and manifest.json)."""
+    from medzoo import launch
     from medzoo.recipe import load_recipe
     from medzoo.train import train as run_train
 
     r = load_recipe(recipe, list(overrides))
+    if (nproc or launcher or launch_config) and not launch.launched():
+        import subprocess
+
+        args = [recipe, *sum((["--set", o] for o in overrides), [])] + ["--resume"] * resume + ["--overwrite"] * overwrite + ["--dry-run"] * dry_run
+        cmd = launch.launch_command(args, nproc or 1, launcher, launch_config, launcher_args)
+        click.echo("launching: " + " ".join(cmd), err=True)
+        sys.exit(subprocess.call(cmd))
     result = run_train(r, resume=resume, overwrite=overwrite, dry_run=dry_run, log=click.echo)
-    if dry_run:
+    if dry_run and launch.is_main():
         click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--no-sample", is_flag=True, help="Skip rendering a processed sample (no model or processor needed).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def check(recipe, no_sample, overrides):
+    """Pre-flight a recipe's data: annotations valid, every image decodes, counts, one processed sample."""
+    from medzoo.check import check as run_check
+    from medzoo.recipe import load_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    report = run_check(r, render_sample=not no_sample, log=click.echo)
+    if not report.ok:
+        click.echo(f"error: {len(report.unreadable)} unreadable image(s); fix them or they are dropped (and counted) in training", err=True)
+        sys.exit(1)
+    click.echo("ok")
 
 
 # ---------------------------------------------------------------- tune

@@ -52,11 +52,26 @@ UNIT = _check(_unit, "a number between 0 and 1")
 
 
 @dataclass
+class RegistryEntry:
+    """One named dataset of a conversation-JSON mix (the FLARE25 guide's data registry)."""
+
+    annotation: str = ""  # the JSON/JSONL file
+    images: Optional[str] = None  # its image folder (default: next to the annotation file)
+
+
+@dataclass
 class DataSpec:
     """Where examples come from and how many are used."""
 
-    source: Literal["phantom", "disk", "hub"] = "phantom"
-    path: Optional[str] = None  # a `datasets` folder (disk) or a Hub dataset id (hub)
+    # phantom: generated; disk / hub: a `datasets` folder / Hub id; conversations: Qwen/LLaVA JSON;
+    # table: JSON/JSONL/CSV with image paths (PNG/JPEG, DICOM, NIfTI). See medzoo/data/records.py.
+    source: Literal["phantom", "disk", "hub", "conversations", "table"] = "phantom"
+    # A folder / file / Hub id; for conversations and table a file, or a folder with
+    # train/validation/test files. "fixture:NAME" generates offline stand-in data in a seed's schema.
+    path: Optional[str] = None
+    images_root: Optional[str] = None  # image paths are relative to this (default: the annotation file's folder)
+    registry: dict[str, "RegistryEntry"] = field(default_factory=dict)  # conversations: named annotation files
+    mix: Optional[str] = None  # conversations: "name%N,name2" from the registry (N = percent sampled)
     tasks: list[Literal["vqa", "distance", "angle", "detection", "lesion-size"]] = field(default_factory=lambda: ["vqa"])
     n_train: int = field(default=200, metadata=POSITIVE_INT)  # phantom examples per task and split
     n_val: int = field(default=50, metadata=POSITIVE_INT)
@@ -117,6 +132,8 @@ class TrainSpec:
     grad_accum: int = field(default=1, metadata=POSITIVE_INT)
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
     max_grad_norm: float = field(default=1.0, metadata=POSITIVE)
+    # transformers' optimizer names (the 8-bit ones need bitsandbytes on CUDA).
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = "adamw_torch"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -152,6 +169,10 @@ class BenchSpec:
     engine: Literal["vllm", "hf"] = "vllm"
     prompts: list[Literal["none", "static", "adaptive"]] = field(default_factory=lambda: list(PROMPT_MODES))
     bertscore_model: Optional[str] = None  # None = the offline all-MiniLM-L6-v2 from PyPI
+    # vLLM scaling, passed through: GPUs per model copy, pipeline stages, model copies.
+    tensor_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
+    pipeline_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
+    data_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
 
 
 @dataclass
@@ -334,7 +355,17 @@ def _build(cls, raw: dict, where: str):
 
 
 def _cross_checks(recipe: Recipe) -> None:
-    if recipe.data.source != "phantom" and not recipe.data.path:
+    if recipe.data.mix:
+        from medzoo.data.records import AnnotationError, parse_mix
+
+        try:
+            names = parse_mix(recipe.data.mix)
+        except AnnotationError as e:
+            raise RecipeError(str(e)) from None
+        for name, _ in names:
+            if name not in recipe.data.registry:
+                raise RecipeError(f"data.mix: {name!r} is not in data.registry (has: {', '.join(recipe.data.registry) or 'nothing'})")
+    elif recipe.data.source != "phantom" and not recipe.data.path:
         raise RecipeError(f"data.path: required when data.source is {recipe.data.source!r}")
     if recipe.base.startswith("zoo:"):
         from medzoo.zoo import ZOO
@@ -473,7 +504,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if not isinstance(raw, dict):
         raise RecipeError(f"{label}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = _fix_yaml_floats(raw)
-    raw.setdefault("name", path.stem)
+    raw = _resolve_extends(raw, label, seen=(str(path.resolve()),))
+    raw["name"] = raw.get("name") if raw.get("name") and "_own_name" in raw else path.stem
+    raw.pop("_own_name", None)
     overridden = set()
     for text in overrides or []:
         keys, value = parse_override(text)
@@ -494,6 +527,36 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raise RecipeError(f"{label}: {msg}{suffix}") from None
     recipe.source = str(path)
     return recipe
+
+
+def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
+    """`extends: OTHER` = OTHER's YAML deep-merged under this file's keys (a tiny twin of a seed recipe
+    states only what differs). Mappings merge key by key; lists and scalars replace."""
+    import yaml
+
+    own_name = "name" in raw
+    parent_name = raw.pop("extends", None)
+    if parent_name is None:
+        return {**raw, **({"_own_name": True} if own_name else {})}
+    parent_path = find_recipe(str(parent_name))
+    if str(parent_path.resolve()) in seen:
+        raise RecipeError(f"{label}: extends: {parent_name!r} extends itself (cycle)")
+    parent = _fix_yaml_floats(yaml.safe_load(parent_path.read_text()) or {})
+    parent = _resolve_extends(parent, _label(parent_path), seen + (str(parent_path.resolve()),))
+    parent.pop("name", None)
+    parent.pop("_own_name", None)
+    parent.pop("run_dir", None)
+    merged = _deep_merge(parent, raw)
+    if own_name:
+        merged["_own_name"] = True
+    return merged
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _label(path: Path) -> str:

@@ -196,7 +196,7 @@ def _progress_callback():
 # ---------------------------------------------------------------- loss on answer positions only
 
 
-def answer_only_loss(model, inputs: dict, return_outputs: bool = False):
+def answer_only_loss(model, inputs: dict, return_outputs: bool = False, num_items=None):
     """Causal-LM loss computed from logits at the answer positions only.
 
     A VLM's logits over every prompt and image position are (batch x length x vocab): 243 MB per
@@ -214,8 +214,10 @@ def answer_only_loss(model, inputs: dict, return_outputs: bool = False):
     logits = outputs.logits.float()  # (batch, len(keep), vocab)
     picked = targets[:, keep]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=-100, reduction="sum")
-    n = (picked != -100).sum()
-    loss = loss / n.clamp(min=1)
+    # Divided by the answer tokens of the whole optimiser step (all micro-batches, all ranks) when the
+    # Trainer counts them, so gradient accumulation and DDP give the big-batch gradient exactly.
+    n = num_items if num_items is not None else (picked != -100).sum()
+    loss = loss / (n.clamp(min=1) if hasattr(n, "clamp") else max(n, 1))
     inputs["labels"] = labels
     return (loss, outputs) if return_outputs else loss
 
@@ -224,9 +226,16 @@ def _trainer_class():
     from transformers import Trainer
 
     class AnswerLossTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Ask the Trainer to count the answer tokens of each optimiser step (summed over
+            # accumulation steps and gathered over ranks) and pass them to compute_loss.
+            self.model_accepts_loss_kwargs = True
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            # A per-token mean per micro-batch; Trainer scales it for gradient accumulation.
-            loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True)
+            loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True, num_items=num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
             return (loss, outputs) if return_outputs else loss
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -242,9 +251,11 @@ def _trainer_class():
 # ---------------------------------------------------------------- training
 
 
-def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_eval: bool):
+def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_eval: bool, eval_on_start: bool = False):
     import torch
     from transformers import TrainingArguments
+
+    from medzoo.launch import world_size
 
     t = recipe.train
     steps_kw = {"max_steps": stage.max_steps} if stage.max_steps else {"num_train_epochs": stage.epochs}
@@ -261,6 +272,7 @@ def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_e
         gradient_accumulation_steps=t.grad_accum,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
         seed=t.seed,
@@ -270,12 +282,17 @@ def _training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_e
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps,
+        # The loss before training is measured inside train(): a Trainer.evaluate() call before
+        # train() marks the model as prepared, and DDP then never wraps it (ranks drift apart).
+        eval_on_start=eval_on_start,
         logging_steps=t.logging_steps,
         report_to=report,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,  # our own bar shows loss and throughput
         use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None,
+        average_tokens_across_devices=True,  # the loss is divided by the answer tokens of all ranks
         **steps_kw,
     )
 
@@ -344,10 +361,15 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     from medzoo.atomic import write_json, write_text
     from medzoo.preprocess import Collator
 
+    from medzoo import launch
+
     run_dir = recipe.run_path()
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
+    main = launch.is_main()  # under torchrun / accelerate only rank 0 writes files and logs
+    if not main:
+        log, progress = (lambda *a: None), False
+    if main and run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
         raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over")
-    if overwrite and run_dir.exists() and not dry_run:
+    if main and overwrite and run_dir.exists() and not dry_run:
         shutil.rmtree(run_dir)
 
     ctx = TrainContext.for_recipe(recipe)
@@ -363,10 +385,15 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     stage_reports = []
     model = None
     prev_adapter = None
-    val_ds, _ = prepare_split(ctx, recipe.data, "validation", recipe.data.limit_val)  # shared by every stage
+    cache_builds = {}  # split -> ranks that built the preprocessed cache (rank 0 only, when distributed)
+    with launch.main_process_first():
+        val_ds, hit = prepare_split(ctx, recipe.data, "validation", recipe.data.limit_val)  # shared by every stage
+    cache_builds["validation"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
     for stage in stages:
         stage_dir = run_dir / "stages" / stage.dirname
-        train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter)
+        with launch.main_process_first():
+            train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter)
+        cache_builds[f"train:{stage.dirname}"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
         log(f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})")
         if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:
             log(f"stage {stage.dirname}: already finished, continuing from its adapter")
@@ -377,7 +404,9 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
             set_seed(recipe.train.seed)
             model = attach_adapter(base, family, recipe.adapter, recipe.train.gradient_checkpointing, str(prev_adapter) if prev_adapter else None)
         trainable, total = trainable_parameters(model)
-        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, True)
+        checkpoint = _latest_checkpoint(run_dir / "checkpoints" / stage.dirname) if resume else None
+        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, True,
+                              eval_on_start=not checkpoint and not dry_run)
         trainer = _trainer_class()(
             model=model,
             args=args,
@@ -392,13 +421,12 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
             trainer.remove_callback(PrinterCallback)  # no per-log dict printing either
         if dry_run:
             return _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, threads, log)
-        checkpoint = _latest_checkpoint(Path(args.output_dir)) if resume else None
         if checkpoint:
             log(f"stage {stage.dirname}: resuming from {checkpoint}")
-        eval_before = None if checkpoint else trainer.evaluate().get("eval_loss")
         initial_sha = adapter_digest(model)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
+        eval_before = None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
         seconds = time.perf_counter() - t0
         eval_metrics = trainer.evaluate()
         report = {
@@ -414,12 +442,15 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
             "train_samples_per_second": result.metrics.get("train_samples_per_second"),
             "resumed_from": checkpoint,
         }
-        _save_adapter(model, ctx.processor, stage_dir)
-        write_json(stage_dir / "stage.json", report)
+        if main:
+            _save_adapter(model, ctx.processor, stage_dir)
+            write_json(stage_dir / "stage.json", report)
         stage_reports.append(report)
         prev_adapter = stage_dir
         log(f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, eval loss {report['eval_loss']:.4f}")
 
+    if not main:
+        return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": stage_reports}
     if model is None:  # every stage already finished (a --resume after completion)
         from peft import PeftModel
 
@@ -443,6 +474,8 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
         "total_parameters": total,
         "quantized_4bit_layers": sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"),
         "torch_threads": threads,
+        "world_size": launch.world_size(),
+        "preprocess_cache_built_by_ranks": cache_builds,
         "stages": stage_reports,
         "metrics": {
             "train_loss": stage_reports[-1]["train_loss"],

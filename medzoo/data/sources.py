@@ -40,21 +40,93 @@ def phantom_path(spec) -> Path:
     return path
 
 
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def resolve_path(spec) -> Path | None:
+    """data.path as a local path; `fixture:NAME` is generated (once) under $MEDZOO_HOME/fixtures."""
+    if not spec.path:
+        return None
+    if spec.path.startswith("fixture:"):
+        from medzoo.data.fixtures import fixture_path
+
+        return fixture_path(spec.path[len("fixture:") :], seed=spec.seed)
+    return Path(spec.path)
+
+
+def _annotation_splits(spec) -> dict[str, list[dict]]:
+    """conversations / table sources -> rows per split."""
+    from medzoo.data import records
+
+    root = resolve_path(spec)
+    images_root = Path(spec.images_root) if spec.images_root else None
+    if images_root is not None and not images_root.is_absolute() and not images_root.exists() and root is not None:
+        images_root = (root if root.is_dir() else root.parent) / images_root  # relative to the data folder
+    if spec.mix:
+        rows = []
+        for name, pct in records.parse_mix(spec.mix):
+            entry = spec.registry[name]
+            ann = Path(entry.annotation)
+            if not ann.is_absolute() and root is not None:
+                ann = root / ann
+            if not ann.exists():
+                raise FileNotFoundError(f"data.registry.{name}.annotation: {ann}: no such file")
+            imgs = Path(entry.images) if entry.images else None
+            if imgs is not None and not imgs.is_absolute() and root is not None:
+                imgs = root / imgs
+            rows += records.sample(records.conversation_rows(ann, imgs, name=name), pct, spec.seed)
+        return {"train": rows}
+    if root is None or not root.exists():
+        raise FileNotFoundError(f"data.path: {spec.path}: no such file or folder")
+    read = records.conversation_rows if spec.source == "conversations" else records.table_rows
+    if root.is_dir():
+        files = {split: f for split in SPLIT_NAMES for f in sorted(root.glob(f"{split}.*")) if f.suffix in (".json", ".jsonl", ".csv")}
+        if not files:  # one annotation file of any name holds every split (or a `split` column does)
+            found = [f for f in sorted(root.iterdir()) if f.suffix in (".json", ".jsonl", ".csv") and f.name != "fixture.json"]
+            if len(found) != 1:
+                raise FileNotFoundError(f"data.path: {root}: expected train/validation/test .json, .jsonl or .csv files, or exactly one annotation file, in the folder")
+            root = found[0]
+        else:
+            return {split: read(f, images_root) for split, f in files.items()}
+    rows = read(root, images_root)
+    if any(r.get("split") for r in rows):  # a table with a split column
+        return {split: [r for r in rows if r.get("split") == split] for split in SPLIT_NAMES if any(r.get("split") == split for r in rows)}
+    return {"train": rows}
+
+
 def load_splits(spec):
     """The recipe's dataset as a DatasetDict (train / validation / test where available)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     if spec.source == "phantom":
         return load_from_disk(str(phantom_path(spec)))
+    if spec.source in ("conversations", "table"):
+        from medzoo.data.records import to_dataset
+
+        return ensure_splits(DatasetDict({split: to_dataset(rows) for split, rows in _annotation_splits(spec).items() if rows}), spec.seed)
     if spec.source == "disk":
-        if not Path(spec.path).exists():
+        path = resolve_path(spec)
+        if not path.exists():
             raise FileNotFoundError(f"data.path: {spec.path}: no such dataset folder")
-        ds = load_from_disk(spec.path)
+        ds = load_from_disk(str(path))
     else:  # hub
         ds = load_dataset(spec.path)
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
-    return ds
+    return ensure_splits(ds, spec.seed)
+
+
+def ensure_splits(dd, seed: int):
+    """A dataset with one split (Kvasir-VQA's `raw`) gets deterministic validation and test splits
+    carved out of it, so evaluation never runs on training examples."""
+    from datasets import DatasetDict
+
+    if len(dd) == 1 and "train" not in dd:
+        dd = DatasetDict({"train": next(iter(dd.values()))})
+    if "test" not in dd and len(dd["train"]) >= 20:
+        parts = dd["train"].train_test_split(test_size=min(0.1, 500 / len(dd["train"])), seed=seed)
+        dd = DatasetDict({**dd, "train": parts["train"], "test": parts["test"]})
+    return dd
 
 
 def first_rows(spec, split: str, n: int) -> tuple[str, list]:

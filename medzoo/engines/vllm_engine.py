@@ -19,7 +19,10 @@ class VLLMSettings:
     enable_lora: bool = False
     max_lora_rank: int = 64
     max_loras: int = 4
+    # Scaling out (recipe bench.*): GPUs per model copy, pipeline stages, and model copies.
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
     seed: int = 0
     # The KV cache is sized explicitly on CPU, so vLLM's multimodal memory-profiling pass (a dummy
     # batch through the vision tower at start-up) buys nothing there; it is kept on GPUs.
@@ -45,18 +48,23 @@ def has_cuda() -> bool:
 
 
 def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_images: int = 1, image_settings: dict | None = None):
-    """A vLLM `LLM` for `model_path` (a folder or Hub id).
+    """A vLLM `LLM` for `model_path` (a folder or Hub id), built from `engine_kwargs`."""
+    settings = settings or VLLMSettings()
+    if not has_cuda():
+        _cpu_environment(settings)
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(model_path, settings, limit_images, image_settings, on_cuda=has_cuda()))
+
+
+def engine_kwargs(model_path: str, settings: VLLMSettings, limit_images: int = 1, image_settings: dict | None = None, on_cuda: bool = False) -> dict:
+    """The keyword arguments of vLLM's `LLM` for these settings.
 
     `image_settings` (medzoo.models.loading.image_settings) reach vLLM's processor as
     `mm_processor_kwargs`, so it resizes images exactly as training did. For Qwen this also bounds
     the dummy image vLLM processes at start-up: left at the processor's default max_pixels, that
     one warm-up took 15 s of a tiny model's 40 s start (measured).
     """
-    settings = settings or VLLMSettings()
-    if not has_cuda():
-        _cpu_environment(settings)
-    from vllm import LLM
-
     kwargs = dict(
         model=model_path,
         dtype=settings.dtype,
@@ -66,7 +74,11 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
         limit_mm_per_prompt={"image": limit_images, "video": 0},  # no video profiling pass at start-up
         tensor_parallel_size=settings.tensor_parallel_size,
     )
-    skip = settings.skip_mm_profiling if settings.skip_mm_profiling is not None else not has_cuda()
+    if settings.pipeline_parallel_size > 1:
+        kwargs["pipeline_parallel_size"] = settings.pipeline_parallel_size
+    if settings.data_parallel_size > 1:
+        kwargs["data_parallel_size"] = settings.data_parallel_size
+    skip = settings.skip_mm_profiling if settings.skip_mm_profiling is not None else not on_cuda
     if skip:
         kwargs["skip_mm_profiling"] = True
     if settings.enable_prefix_caching is not None:
@@ -79,7 +91,7 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
         kwargs["mm_processor_kwargs"] = {"size": size}
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
-    return LLM(**kwargs)
+    return kwargs
 
 
 def generate(llm, prompts: list[str], images: list[list], max_new_tokens: int, stop_token_ids: list[int], lora_requests=None):

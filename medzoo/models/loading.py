@@ -18,9 +18,19 @@ def model_type_of(path: str) -> str:
     local = Path(path) / "config.json"
     if local.exists():
         return json.loads(local.read_text())["model_type"]
+    import os
+
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(path).model_type
+    try:
+        return AutoConfig.from_pretrained(path).model_type
+    except OSError as e:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower():
+            raise FileNotFoundError(
+                f"base: {path}: not available offline (not a local folder and not in the Hugging Face cache); "
+                f"download it once with network access, or try the recipe offline with --set base=zoo:<tiny model>"
+            ) from None
+        raise FileNotFoundError(f"base: {path}: cannot load its config ({str(e).splitlines()[0]})") from None
 
 
 def family_of(path: str) -> Family:

@@ -1,0 +1,122 @@
+"""`medzoo check RECIPE`: the pre-flight the FLARE25 guide does by hand (test_data_loading).
+
+Validates the annotation files, checks that every image exists and decodes, counts samples per
+split and per dataset/task, and renders one processed sample (prompt string, token count, where
+the loss falls) with the recipe's processor, so a broken dataset fails in seconds, not an hour
+into training on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CheckReport:
+    counts: dict = field(default_factory=dict)  # split -> examples
+    by_group: dict = field(default_factory=dict)  # split -> {dataset or task: examples}
+    unreadable: list = field(default_factory=list)  # (split, id, reason)
+    empty_answers: int = 0
+    sample: dict | None = None  # one rendered, processed example
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreadable and bool(self.counts)
+
+
+def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -> CheckReport:
+    import io
+
+    from PIL import Image
+
+    from medzoo.data.sources import load_splits
+    from medzoo.preprocess import DropCounter, clean_rows
+
+    report = CheckReport()
+    splits = load_splits(recipe.data)  # annotation errors surface here, as one line
+    bad_answers = {a.strip().lower() for a in recipe.data.drop_answers}
+    for split, ds in splits.items():
+        report.counts[split] = len(ds)
+        if recipe.data.mix:  # per registry dataset: its name is the id's prefix (<name>-<record>-<turn>)
+            groups = Counter(i.rsplit("-", 2)[0] for i in ds["id"])
+        else:
+            groups = Counter(ds["task"]) if "task" in ds.column_names else Counter()
+        report.by_group[split] = dict(groups)
+        raw = ds.cast_column("image", _undecoded()) if "image" in ds.column_names else ds
+        if "images" in ds.column_names:
+            from datasets import Sequence
+
+            raw = raw.cast_column("images", Sequence(_undecoded()))
+        for row in raw:
+            if row.get("answer") is None or str(row["answer"]).strip().lower() in bad_answers:
+                report.empty_answers += 1
+            for im in row.get("images") or [row.get("image")]:
+                reason = _unreadable(im, Image, io)
+                if reason:
+                    report.unreadable.append((split, row.get("id"), reason))
+    for split, n in report.counts.items():
+        groups = ", ".join(f"{k} {v}" for k, v in sorted(report.by_group[split].items()))
+        log(f"{split}: {n} examples" + (f" ({groups})" if groups else ""))
+    log(f"answers dropped as empty/{'/'.join(recipe.data.drop_answers[1:]) or 'empty'}: {report.empty_answers}")
+    if report.unreadable:
+        log(f"unreadable images: {len(report.unreadable)}")
+        for split, rid, reason in report.unreadable[:max_listed]:
+            log(f"  {split} {rid}: {reason}")
+    else:
+        log("every image exists and decodes")
+    if render_sample:
+        report.sample = _render_one(recipe, splits, clean_rows, DropCounter)
+        s = report.sample
+        log(f"processed sample {s['id']}: {s['tokens']} tokens, {s['loss_tokens']} carry loss, {s['images']} image(s) as {s['image_grid']}")
+        log("prompt:\n" + s["prompt"])
+        log(f"answer tokens: {s['answer']!r}")
+    return report
+
+
+def _undecoded():
+    from datasets import Image
+
+    return Image(decode=False)
+
+
+def _unreadable(image, Image, io) -> str | None:
+    if image is None or (not image.get("bytes") and not image.get("path")):
+        return "no image"
+    try:
+        if image.get("bytes"):
+            Image.open(io.BytesIO(image["bytes"])).load()
+        else:
+            Image.open(image["path"]).load()
+    except FileNotFoundError:
+        return f"missing file {image.get('path')}"
+    except Exception as e:
+        return f"does not decode ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    return None
+
+
+def _render_one(recipe, splits, clean_rows, DropCounter) -> dict:
+    from medzoo.models.loading import recipe_base
+    from medzoo.preprocess import IGNORE, Encoder
+    from medzoo.recipe import prompt_settings
+
+    base = recipe_base(recipe)
+    split = "train" if "train" in splits else next(iter(splits))
+    ds = clean_rows(splits[split], recipe.data.drop_answers, DropCounter())
+    if len(ds) == 0:
+        raise ValueError(f"data: no usable example in split {split!r} to render")
+    row = ds[0]
+    enc = Encoder(base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings)
+    prompt, _, images = enc.texts(row)
+    out = enc.encode(row)
+    answer_ids = [t for t, lab in zip(out["input_ids"], out["labels"]) if lab != IGNORE]
+    grid = out.get("image_grid_thw")
+    return {
+        "id": row["id"],
+        "prompt": prompt,
+        "tokens": len(out["input_ids"]),
+        "loss_tokens": len(answer_ids),
+        "answer": base.processor.tokenizer.decode(answer_ids),
+        "images": len(images),
+        "image_grid": grid.tolist() if grid is not None else [list(im.size) for im in images],
+    }

@@ -1,0 +1,141 @@
+"""The seed workflows as recipes: real data formats, DICOM/NIfTI spacing, `medzoo check`, offline twins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medzoo.recipe import available_recipes, load_recipe
+
+from conftest import run_medzoo
+
+SEEDS = ["medgemma-kvasir-vqa", "medvision-qwen25vl-distance", "medvision-qwen25vl-detection", "medvision-qwen25vl-lesion-size",
+         "medvision-qwen25vl-mixed", "qwen3vl-flare25", "qwen2vl-surgical-curriculum"]
+TWINS = ["medgemma-kvasir-vqa-tiny", "medvision-qwen25vl-mixed-tiny", "qwen3vl-flare25-tiny", "qwen2vl-surgical-curriculum-tiny"]
+
+
+def test_every_seed_recipe_and_twin_is_shipped_and_valid():
+    found = available_recipes()
+    for name in SEEDS + TWINS:
+        assert name in found
+        r = load_recipe(name)
+        assert r.description
+    flare = load_recipe("qwen3vl-flare25")
+    assert (flare.train.lr, flare.train.scheduler, flare.train.warmup_ratio) == (1e-5, "cosine", 0.03)
+    assert flare.train.batch_size * flare.train.grad_accum == 16
+    surgical = load_recipe("qwen2vl-surgical-curriculum")
+    assert (surgical.adapter.r, surgical.adapter.alpha, surgical.adapter.dropout, surgical.train.lr) == (32, 64, 0.05, 5e-6)
+    assert [s.stage_filter for s in surgical.train.stages] == ["1", "2", "3"]
+    kvasir_twin = load_recipe("medgemma-kvasir-vqa-tiny")  # extends: the seed, then states what differs
+    assert kvasir_twin.adapter.method == "qlora" and kvasir_twin.prompts.adaptive["landmark"].keywords[0] == "landmark"
+    assert kvasir_twin.base == "zoo:tiny-gemma3" and kvasir_twin.name == "medgemma-kvasir-vqa-tiny"
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_real_base_dry_run_says_clearly_it_is_not_available_offline(name):
+    from medzoo.train import train
+
+    with pytest.raises(FileNotFoundError, match=r"^base: .+: not available offline .* --set base=zoo:"):
+        train(load_recipe(name), dry_run=True, log=lambda *a: None)
+
+
+def test_conversation_json_errors_name_the_file_and_record(tmp_path):
+    from medzoo.data.records import AnnotationError, conversation_rows
+
+    bad = tmp_path / "a.json"
+    bad.write_text(json.dumps([{"image": "x.png", "conversations": [{"from": "human", "value": "<image>\\nq"}]}]))
+    with pytest.raises(AnnotationError, match=r"a.json: record 0: expected 'conversations' with a human and a gpt turn"):
+        conversation_rows(bad)
+    bad.write_text(json.dumps([{"image": ["x.png", "y.png"], "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}]))
+    with pytest.raises(AnnotationError, match=r"record 0: 1 <image> tags for 2 images"):
+        conversation_rows(bad)
+    bad.write_text("[{")
+    with pytest.raises(AnnotationError, match=r"a.json: line 1: not valid JSON"):
+        conversation_rows(bad)
+
+
+def test_registry_mix_samples_percent_and_keeps_multi_image_records():
+    from medzoo.data.sources import load_splits
+
+    r = load_recipe("qwen3vl-flare25-tiny")
+    dd = load_splits(r.data)
+    ids = list(dd["train"]["id"]) + list(dd["test"]["id"])
+    assert sum(i.startswith("flare_ct-") for i in ids) == 60  # 50% of 120
+    assert sum(i.startswith("flare_mri-") for i in ids) == 60
+    row = next(x for x in dd["train"] if x["id"].startswith("flare_mri-"))
+    assert len(row["images"]) == 2 and "<image>" not in row["question"]
+    assert load_splits(r.data)["train"]._fingerprint == dd["train"]._fingerprint  # stable: the cache can hit
+
+
+def test_dicom_and_nifti_spacing_reaches_the_measurement_prompt():
+    import nibabel as nib
+    import pydicom
+
+    from medzoo.data.fixtures import fixture_path
+    from medzoo.data.sources import load_splits
+    from medzoo.prompts import user_text
+    from medzoo.recipe import apply_values
+
+    r = apply_values(load_recipe("phantom-tiny"), {"data.source": "table", "data.path": "fixture:ct-measure"})
+    folder = fixture_path("ct-measure")
+    dd = load_splits(r.data)
+    assert set(dd) == {"train", "test"} and len(dd["test"]) == 4
+    seen = set()
+    for row in dd["train"]:
+        meta = json.loads(row["metadata"])
+        seen.add(meta["source_format"])
+        assert meta["windowing"] == "center 40 width 400"
+        assert row["image"].size == (96, 96)
+        text = user_text(row, (96, 96))
+        assert f"one pixel is {meta['pixel_spacing_mm'][1]:.4f} mm wide" in text
+    assert seen == {"dicom", "nifti"}
+    # The spacing is the files' own (rows 0 and 1 of the CSV are case000.dcm and case001.nii.gz).
+    by_id = {x["id"]: json.loads(x["metadata"]) for x in dd["train"]}
+    dcm = pydicom.dcmread(str(folder / "case000.dcm"))
+    nii = nib.load(str(folder / "case001.nii.gz"))
+    assert by_id["annotations-0"]["pixel_spacing_mm"] == [float(v) for v in dcm.PixelSpacing]
+    assert by_id["annotations-1"]["pixel_spacing_mm"] == [float(nii.header.get_zooms()[1]), float(nii.header.get_zooms()[0])]
+    assert (by_id["annotations-0"]["source_format"], by_id["annotations-1"]["source_format"]) == ("dicom", "nifti")
+
+
+def test_check_reports_counts_and_unreadable_images(tmp_path):
+    out = run_medzoo("check", "qwen3vl-flare25-tiny")
+    assert "train: 108 examples (flare_ct 52, flare_mri 56)" in out.stdout
+    assert "every image exists and decodes" in out.stdout and "2 image(s)" in out.stdout
+    assert out.stdout.rstrip().endswith("ok")
+
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(images / "a.png")
+    (images / "b.png").write_bytes(b"not a png")
+    (tmp_path / "train.json").write_text(json.dumps([
+        {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]},
+        {"image": "b.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]},
+        {"image": "c.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "nan"}]},
+    ]))
+    out = run_medzoo("check", "phantom-tiny", "--no-sample", "--set", "data.source=conversations", "--set", f"data.path={tmp_path}",
+                     "--set", f"data.images_root={images}", check=False)
+    assert out.returncode == 1
+    assert "unreadable images: 2" in out.stdout
+    assert "does not decode" in out.stdout
+    assert "missing file" in out.stdout and "answers dropped as empty/nan: 1" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TWINS)
+def test_twin_trains_and_benches_offline(tmp_path, name):
+    run_dir = tmp_path / "run"
+    run_medzoo("train", name, "--set", f"run_dir={run_dir}")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        assert stage["eval_loss"] < stage["eval_loss_before"], stage  # every stage learns something
+    if len(manifest["stages"]) > 1:  # curriculum: each stage starts from the last one's adapter
+        for prev, nxt in zip(manifest["stages"], manifest["stages"][1:]):
+            assert nxt["initial_adapter_sha"] == prev["final_adapter_sha"]
+    run_medzoo("bench", name, "--set", f"run_dir={run_dir}", "--engine", "hf", "--limit", "4", "--prompts", "none,adaptive")
+    summary = json.loads((run_dir / "bench" / "test-hf" / "summary.json").read_text())
+    assert {c["config"] for c in summary["configs"]} == {"base/none", "base/adaptive", "tuned/none", "tuned/adaptive"}
