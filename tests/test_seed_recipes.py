@@ -131,8 +131,10 @@ def test_twin_trains_and_benches_offline(tmp_path, name):
     run_dir = tmp_path / "run"
     run_medzoo("train", name, "--set", f"run_dir={run_dir}")
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    for stage in manifest["stages"]:
-        assert stage["eval_loss"] < stage["eval_loss_before"], stage  # every stage learns something
+    stages = manifest["stages"]
+    # It learns: the final validation loss is below the untrained one (a curriculum stage on one
+    # question family may raise the loss on the others, so this is not asked of every stage).
+    assert stages[-1]["eval_loss"] < stages[0]["eval_loss_before"], stages
     if len(manifest["stages"]) > 1:  # curriculum: each stage starts from the last one's adapter
         for prev, nxt in zip(manifest["stages"], manifest["stages"][1:]):
             assert nxt["initial_adapter_sha"] == prev["final_adapter_sha"]

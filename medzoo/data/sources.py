@@ -123,6 +123,9 @@ def ensure_splits(dd, seed: int):
 
     if len(dd) == 1 and "train" not in dd:
         dd = DatasetDict({"train": next(iter(dd.values()))})
+    for split, ds in list(dd.items()):
+        if "id" not in ds.column_names:  # records are keyed by id (Kvasir-VQA has img_id, shared by its questions)
+            dd[split] = ds.add_column("id", [f"{split}-{i:06d}" for i in range(len(ds))])
     if "test" not in dd and len(dd["train"]) >= 20:
         parts = dd["train"].train_test_split(test_size=min(0.1, 500 / len(dd["train"])), seed=seed)
         dd = DatasetDict({**dd, "train": parts["train"], "test": parts["test"]})
