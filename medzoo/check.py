@@ -26,12 +26,8 @@ class CheckReport:
 
 
 def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -> CheckReport:
-    import io
-
-    from PIL import Image
-
     from medzoo.data.sources import load_splits
-    from medzoo.preprocess import DropCounter, clean_rows
+    from medzoo.preprocess import DropCounter, clean_rows, image_problem
 
     report = CheckReport()
     splits = load_splits(recipe.data)  # annotation errors surface here, as one line
@@ -52,7 +48,7 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
             if row.get("answer") is None or str(row["answer"]).strip().lower() in bad_answers:
                 report.empty_answers += 1
             for im in row.get("images") or [row.get("image")]:
-                reason = _unreadable(im, Image, io)
+                reason = image_problem(im)
                 if reason:
                     report.unreadable.append((split, row.get("id"), reason))
     for split, n in report.counts.items():
@@ -78,21 +74,6 @@ def _undecoded():
     from datasets import Image
 
     return Image(decode=False)
-
-
-def _unreadable(image, Image, io) -> str | None:
-    if image is None or (not image.get("bytes") and not image.get("path")):
-        return "no image"
-    try:
-        if image.get("bytes"):
-            Image.open(io.BytesIO(image["bytes"])).load()
-        else:
-            Image.open(image["path"]).load()
-    except FileNotFoundError:
-        return f"missing file {image.get('path')}"
-    except Exception as e:
-        return f"does not decode ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
-    return None
 
 
 def _render_one(recipe, splits, clean_rows, DropCounter) -> dict:

@@ -49,22 +49,27 @@ def clean_rows(ds, drop_answers: list[str], counter: DropCounter):
 
 
 def _image_ok(image) -> bool:
+    return image_problem(image) is None
+
+
+def image_problem(image) -> str | None:
+    """Why an undecoded `datasets` image cannot be used (None if it decodes)."""
     import io
 
     from PIL import Image
 
-    if image is None:
-        return False
+    if image is None or (not image.get("bytes") and not image.get("path")):
+        return "no image"
     try:
         if image.get("bytes"):
             Image.open(io.BytesIO(image["bytes"])).load()
-        elif image.get("path"):
-            Image.open(image["path"]).load()
         else:
-            return False
-        return True
-    except Exception:
-        return False
+            Image.open(image["path"]).load()
+    except FileNotFoundError:
+        return f"missing file {image.get('path')}"
+    except Exception as e:
+        return f"does not decode ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    return None
 
 
 def limit_rows(ds, limit: int | None, per_task: dict[str, int], seed: int):
