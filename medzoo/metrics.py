@@ -18,6 +18,8 @@ from collections import Counter
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation.replace(".", "").replace("-", ""))
 _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+# "x1: 0.5, y1: ..." / "xmin=...": coordinate names whose digits are not values.
+_BOX_LABEL = re.compile(r"\b[xy]_?(?:[12]|min|max)\b", re.IGNORECASE)
 MRE_THRESHOLDS = (0.1, 0.2, 0.3)
 
 
@@ -78,7 +80,7 @@ def parse_number(text: str) -> float | None:
 
 def parse_box(text: str) -> list[float] | None:
     """The first four numbers as [x1, y1, x2, y2], or None if there are fewer or they are not a box."""
-    nums = parse_numbers(text)
+    nums = parse_numbers(_BOX_LABEL.sub(" ", text or ""))
     if len(nums) < 4:
         return None
     x1, y1, x2, y2 = nums[:4]
