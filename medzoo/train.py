@@ -354,6 +354,13 @@ def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool =
     """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json).
 
     `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook)."""
+    from medzoo.data.sources import loaded_once
+
+    with loaded_once():  # the dataset is read (and DICOM/NIfTI converted) once per run, not per use
+        return _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress)
+
+
+def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress) -> dict:
     import torch
     from transformers import set_seed
 

@@ -138,6 +138,40 @@ def test_twin_trains_and_benches_offline(tmp_path, name):
     if len(manifest["stages"]) > 1:  # curriculum: each stage starts from the last one's adapter
         for prev, nxt in zip(manifest["stages"], manifest["stages"][1:]):
             assert nxt["initial_adapter_sha"] == prev["final_adapter_sha"]
-    run_medzoo("bench", name, "--set", f"run_dir={run_dir}", "--engine", "hf", "--limit", "4", "--prompts", "none,adaptive")
-    summary = json.loads((run_dir / "bench" / "test-hf" / "summary.json").read_text())
+    # The FLARE twin has two-image records: bench them through vLLM (several images per prompt,
+    # adapter as a LoRA request); the others through the HF engine, which is quicker to start.
+    engine, limit = ("vllm", "8") if name == "qwen3vl-flare25-tiny" else ("hf", "4")
+    run_medzoo("bench", name, "--set", f"run_dir={run_dir}", "--engine", engine, "--limit", limit, "--prompts", "none,adaptive")
+    out = run_dir / "bench" / f"test-{engine}"
+    summary = json.loads((out / "summary.json").read_text())
     assert {c["config"] for c in summary["configs"]} == {"base/none", "base/adaptive", "tuned/none", "tuned/adaptive"}
+    if engine == "vllm":
+        records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+        two_image = [r for r in records if r["prompt"].count("<|vision_start|>") == 2]
+        assert two_image and {r["config"] for r in two_image} == {c["config"] for c in summary["configs"]}
+        assert all(r["prediction"] is not None for r in two_image)
+
+
+def test_a_training_run_reads_its_dataset_once(tmp_path):
+    """train() asks for the splits several times (validation, stages, fingerprint, held-out rows);
+    inside `loaded_once` annotation files (and their DICOM/NIfTI conversions) are read once, and
+    outside it an edited file is seen again."""
+    from PIL import Image
+
+    from medzoo.data import sources
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    table = tmp_path / "rows.json"
+    table.write_text(json.dumps([{"image": "a.png", "question": "colour?", "answer": "red"}]))
+    spec = load_recipe("phantom-tiny", ["data.source=table", f"data.path={table}"]).data
+    calls = []
+    real = sources._load_splits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "_load_splits", lambda s: calls.append(1) or real(s))
+        with sources.loaded_once():
+            first = sources.load_splits(spec)
+            with sources.loaded_once():  # nested use (tune -> train) shares the outer scope
+                assert sources.load_splits(spec) is first
+        assert len(calls) == 1
+        table.write_text(json.dumps([{"image": "a.png", "question": "colour?", "answer": "blue"}]))
+        assert sources.load_splits(spec)["train"][0]["answer"] == "blue" and len(calls) == 2

@@ -6,9 +6,14 @@ fingerprint (atomic rename, so two processes never see a half-written copy).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 from pathlib import Path
 
 from medzoo.paths import data_dir
+
+_loaded: dict | None = None  # spec key -> DatasetDict, while inside `loaded_once()`
 
 
 def phantom_config(spec):
@@ -94,8 +99,32 @@ def _annotation_splits(spec) -> dict[str, list[dict]]:
     return {"train": rows}
 
 
+@contextlib.contextmanager
+def loaded_once():
+    """Within this block each data spec is loaded once: a training run asks for its splits several
+    times (validation, each stage, fingerprint, held-out rows), and annotation files with DICOM or
+    NIfTI would otherwise be parsed and converted again every time. Scoped, not global, so a
+    notebook that edits its annotation files between runs sees the edits."""
+    global _loaded
+    outer = _loaded
+    _loaded = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _loaded = outer
+
+
 def load_splits(spec):
     """The recipe's dataset as a DatasetDict (train / validation / test where available)."""
+    if _loaded is None:
+        return _load_splits(spec)
+    key = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    if key not in _loaded:
+        _loaded[key] = _load_splits(spec)
+    return _loaded[key]
+
+
+def _load_splits(spec):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     if spec.source == "phantom":
