@@ -346,6 +346,7 @@ def export(recipe, gguf, quant, out, n_parity, overrides):
     for q in p["quantizations"]:
         click.echo(f"| {q['quant']} | {q['size_mb']:.1f} | {q['agreement']:.3f} | {q['metric']:.3f} |")
     click.echo(f"chat template in the GGUF renders the training prompt: {p['chat_template_matches_training']}")
+    click.echo(f"llama.cpp tokenizes the training prompt like the HF tokenizer: {p['tokenization_matches_training']}")
     click.echo(f"wrote {result.out}: {', '.join(result.files)}")
 
 

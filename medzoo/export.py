@@ -73,7 +73,8 @@ def convert(model_dir: Path, out_file: Path, mmproj: bool, log=print) -> Path:
     """Run convert_hf_to_gguf.py (f16). Returns the file written."""
     conv = converter_dir(log)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(conv / "gguf-py"), str(conv)]), "NO_LOCAL_GGUF": ""}
-    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
+    # through medzoo.gguf_convert: the converter plus medzoo's corrections (Gemma 3 layer pattern)
+    cmd = [sys.executable, "-m", "medzoo.gguf_convert", str(conv), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
     if mmproj:
         cmd.append("--mmproj")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -214,6 +215,23 @@ def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) ->
     return (out["choices"][0]["message"]["content"] or "").strip()
 
 
+def gguf_tokenization_mismatch(path: Path, tokenizer, text: str) -> str | None:
+    """None if llama.cpp tokenizes `text` (the rendered training prompt) into the same ids as the
+    HF tokenizer, else where they first differ: a special token the GGUF lost its type for is
+    spelled out as ordinary text, and the exported model answers garbage."""
+    from llama_cpp import Llama
+
+    want = tokenizer(text, add_special_tokens=False).input_ids
+    with _quiet_native_stderr():
+        vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        got = vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        del vocab
+    if got == want:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return f"token {i}: GGUF {got[i:i + 3]} vs HF {want[i:i + 3]} ({tokenizer.convert_ids_to_tokens(want[i:i + 3])})"
+
+
 def gguf_chat_template(path: Path) -> str | None:
     from gguf import GGUFReader
 
@@ -276,7 +294,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     from medzoo.data.sources import first_rows
     from medzoo.engines import hf_engine
     from medzoo.inference import prepare
-    from medzoo.merge import merge_for_recipe
+    from medzoo.merge import merge_for_recipe, write_added_tokens_decoder
     from medzoo.models.loading import load_model, recipe_base, stop_token_ids
     from medzoo.recipe import prompt_settings
 
@@ -299,6 +317,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     base = recipe_base(recipe)
     family, settings, processor = base.family, base.image_settings, base.processor
     name = recipe.name
+    write_added_tokens_decoder(merged, processor.tokenizer)  # a folder merged by an older medzoo lacks it
 
     t = time.perf_counter()
     files = {"f16": convert(merged, out_dir / f"{name}-f16.gguf", mmproj=False, log=log)}
@@ -326,6 +345,9 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         rendered = render_with_template(template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
         template_ok = rendered == prepared.prompts[0]
 
+    # ... and tokenize it into the same ids (the special tokens kept their special type).
+    token_mismatch = gguf_tokenization_mismatch(files["f16"], processor.tokenizer, prepared.prompts[0])
+
     budget = image_token_budget(processor)
     table = []
     ref_metric = sum(primary_score(r.get("task") or "vqa", p, r["answer"]) for r, p in zip(rows, reference)) / len(rows)
@@ -345,7 +367,8 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     parity = {
         "examples": len(rows), "split": split, "prompt_mode": mode, "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
         "reference": "merged model, transformers greedy", "reference_metric": ref_metric, "mmproj": mmproj.name,
-        "mmproj_size_mb": mmproj.stat().st_size / 1e6, "chat_template_matches_training": template_ok, "quantizations": table,
+        "mmproj_size_mb": mmproj.stat().st_size / 1e6, "chat_template_matches_training": template_ok,
+        "tokenization_matches_training": token_mismatch is None, "tokenization_mismatch": token_mismatch, "quantizations": table,
         "image_tokens": list(budget) if budget else None,
         "f16_min_agreement": F16_MIN_AGREEMENT,
     }
@@ -359,6 +382,8 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     os.rename(out_dir, final_dir)
     out_dir = final_dir
     f16 = next(r for r in table if r["quant"] == "f16")
+    if token_mismatch:
+        raise ExportError(f"llama.cpp tokenizes the training prompt differently from the HF tokenizer ({token_mismatch}); see {out_dir / 'parity.json'}")
     if f16["agreement"] < F16_MIN_AGREEMENT:
         raise ExportError(f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers (< {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}")
     if template_ok is False:

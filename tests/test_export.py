@@ -23,10 +23,41 @@ def test_modelfile_keeps_vision_and_the_training_template():
     assert 'PARAMETER stop "<end_of_turn>"' in gemma and "<start_of_turn>model\n" in gemma and "SYSTEM" not in gemma
 
 
+def test_gemma3_gguf_template_pads_images_like_the_hf_processor():
+    """llama.cpp front ends pass each image to the template as a text part holding the media
+    marker; the template must put HF's "\n\n" around it (Gemma's template trims text parts)."""
+    from medzoo.export import render_with_template
+    from medzoo.gguf_convert import gemma3_llama_cpp_template
+    from medzoo.models.loading import load_processor
+    from medzoo.zoo import build
+
+    template = load_processor(str(build("tiny-gemma3"))).chat_template
+    gguf_template = gemma3_llama_cpp_template(template)
+    served = [{"role": "user", "content": [{"type": "text", "text": "<__media__>"}, {"type": "text", "text": "Is there a polyp?"}]}]
+    assert render_with_template(gguf_template, served, bos_token="<bos>") == "<bos><start_of_turn>user\n\n\n<__media__>\n\nIs there a polyp?<end_of_turn>\n<start_of_turn>model\n"
+    # the training rendering (image items) is untouched
+    trained = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a polyp?"}]}]
+    assert render_with_template(gguf_template, trained) == render_with_template(template, trained)
+
+
+def test_merged_tokenizer_config_names_the_special_tokens(tmp_path):
+    """transformers 5 leaves added_tokens_decoder out of tokenizer_config.json, and llama.cpp's
+    converter then types <start_of_turn> as ordinary text (the GGUF spelled it out, 10% parity)."""
+    from medzoo.merge import write_added_tokens_decoder
+    from medzoo.models.loading import load_processor
+    from medzoo.zoo import build
+
+    processor = load_processor(str(build("tiny-gemma3")))
+    processor.save_pretrained(str(tmp_path))
+    assert "added_tokens_decoder" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+    write_added_tokens_decoder(tmp_path, processor.tokenizer)
+    decoder = json.loads((tmp_path / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    turn = processor.tokenizer.convert_tokens_to_ids("<start_of_turn>")
+    assert decoder[str(turn)] == {"content": "<start_of_turn>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+
+
 @pytest.mark.slow
-# tiny-gemma3 converts, but its GGUF answers agree with transformers on only ~10%: the export
-# refuses it (ExportError); see the export issue. Qwen2.5-VL passes.
-@pytest.mark.parametrize("recipe", ["phantom-tiny"])
+@pytest.mark.parametrize("recipe", ["phantom-tiny", "phantom-tiny-gemma"])
 def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
     run = tmp_path / "run"
     sets = ["--set", f"run_dir={run}", *TRAIN]
@@ -42,6 +73,7 @@ def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
     table = {q["quant"]: q for q in parity["quantizations"]}
     assert table["f16"]["agreement"] >= 0.98, parity
     assert parity["chat_template_matches_training"] is True
+    assert parity["tokenization_matches_training"] is True
     assert parity["examples"] == 20
     modelfile = (out / "Modelfile").read_text()
     assert f"FROM ./{recipe}-q8_0.gguf" in modelfile and f"FROM ./{mmproj.name}" in modelfile
