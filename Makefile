@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lock export bench-startup bench-train bench-eval clean
+.PHONY: venv demo test test-fast lock export bench-startup bench-train bench-eval bench-export clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -61,6 +61,10 @@ bench-train: venv
 
 bench-eval: venv
 	$(PY) benchmarks/bench_throughput.py
+
+# GGUF size per quantisation vs f16 and llama.cpp answers/s vs the merged HF model (exports first if needed)
+bench-export: venv
+	$(PY) benchmarks/export_size_speed.py $(RECIPE)
 
 clean:
 	rm -rf $(MEDZOO_HOME) runs

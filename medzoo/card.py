@@ -122,7 +122,17 @@ def _parity_section(parity: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _usage_section(recipe, repo_id: str, family_name: str | None) -> str:
+def _gguf_commands(recipe, parity: dict | None) -> str:
+    """The export's own commands: its file names and image-token budget (or placeholders)."""
+    from medzoo.export import run_commands
+
+    files = {q["quant"]: q["file"] for q in (parity or {}).get("quantizations", [])}
+    model = files.get("q8_0") or files.get("f16") or f"{recipe.name}-q8_0.gguf"
+    mmproj = (parity or {}).get("mmproj") or f"mmproj-{recipe.name}-f16.gguf"
+    return run_commands(recipe.name, model, mmproj, (parity or {}).get("image_tokens"))
+
+
+def _usage_section(recipe, repo_id: str, family_name: str | None, parity: dict | None = None) -> str:
     base = recipe.base if not recipe.base.startswith("zoo:") else f"<folder of `medzoo zoo build {recipe.base[4:]}`>"
     return f"""Transformers + peft:
 
@@ -147,10 +157,7 @@ out = llm.generate(request, lora_request=LoRARequest("tuned", 1, "<downloaded ad
 
 llama.cpp / Ollama (after `medzoo export {recipe.name} --gguf`):
 
-```bash
-llama-mtmd-cli -m model-f16.gguf --mmproj mmproj-f16.gguf --image scan.png -p "question" --temp 0
-ollama create {recipe.name} -f Modelfile && ollama run {recipe.name}
-```
+{_gguf_commands(recipe, parity)}
 
 Evaluate it yourself: `medzoo bench {recipe.name} --prompts none,static,adaptive`."""
 
@@ -205,7 +212,7 @@ It answers questions about a single medical image in the format the recipe's pro
 
 ## How to use
 
-{_usage_section(recipe, repo_id, manifest.get('family'))}
+{_usage_section(recipe, repo_id, manifest.get('family'), parity)}
 
 ## Limitations
 

@@ -401,20 +401,24 @@ def _default_system(processor) -> str | None:
     return None
 
 
-def _run_snippet(name: str, files: dict, mmproj: Path, default_quant: str, budget: tuple[int, int] | None) -> str:
-    model = files[default_quant].name
+def run_commands(name: str, model: str, mmproj: str, budget: tuple[int, int] | list[int] | None) -> str:
+    """The bash block that runs an export with llama.cpp and Ollama (export README, model card)."""
     flags = f" --image-min-tokens {budget[0]} --image-max-tokens {budget[1]}" if budget else ""
+    return f"""```bash
+# llama.cpp (-nr: no weight repacking; needed on AMX CPUs for quantised models)
+# --image-*-tokens: resize images as training did (llama.cpp's Qwen-VL default budget differs)
+llama-mtmd-cli -m {model} --mmproj {mmproj} --image scan.png -p "Is there a polyp in the image?" --temp 0 -nr{flags}
+llama-server -m {model} --mmproj {mmproj} --temp 0 -nr{flags}
+# Ollama (keep both FROM lines of the Modelfile)
+ollama create {name} -f Modelfile
+ollama run {name} "Is there a polyp in the image? ./scan.png"
+```"""
+
+
+def _run_snippet(name: str, files: dict, mmproj: Path, default_quant: str, budget: tuple[int, int] | None) -> str:
     return f"""# {name}: GGUF export
 
 Files: {', '.join(p.name for p in files.values())}, {mmproj.name} (vision projector), Modelfile, parity.json.
 
-```bash
-# llama.cpp (-nr: no weight repacking; needed on AMX CPUs for quantised models)
-# --image-*-tokens: resize images as training did (llama.cpp's Qwen-VL default budget differs)
-llama-mtmd-cli -m {model} --mmproj {mmproj.name} --image scan.png -p "Is there a polyp in the image?" --temp 0 -nr{flags}
-llama-server -m {model} --mmproj {mmproj.name} --temp 0 -nr{flags}
-# Ollama (keep both FROM lines of the Modelfile)
-ollama create {name} -f Modelfile
-ollama run {name} "Is there a polyp in the image? ./scan.png"
-```
+{run_commands(name, files[default_quant].name, mmproj.name, budget)}
 """

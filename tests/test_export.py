@@ -94,3 +94,19 @@ def test_qlora_adapter_merges_into_full_precision_base(tmp_path):
     with safe_open(str(run / "merged" / "model.safetensors"), "pt") as f:
         dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
     assert dtypes == {"F32"}, "no 4-bit weights in the merged model"
+
+
+def test_card_and_export_readme_give_the_same_runnable_commands():
+    """The model card's llama.cpp lines name the export's files, keep -nr (AMX crash) and the image
+    token budget (llama.cpp's Qwen-VL default resizes differently from training)."""
+    from medzoo.card import _gguf_commands
+    from medzoo.recipe import load_recipe
+
+    parity = {"mmproj": "mmproj-phantom-tiny-f16.gguf", "image_tokens": [4, 16],
+              "quantizations": [{"quant": "f16", "file": "phantom-tiny-f16.gguf"}, {"quant": "q8_0", "file": "phantom-tiny-q8_0.gguf"}]}
+    block = _gguf_commands(load_recipe("phantom-tiny"), parity)
+    assert "llama-mtmd-cli -m phantom-tiny-q8_0.gguf --mmproj mmproj-phantom-tiny-f16.gguf" in block
+    assert block.count("-nr --image-min-tokens 4 --image-max-tokens 16") == 2
+    assert "ollama create phantom-tiny -f Modelfile" in block
+    gemma = _gguf_commands(load_recipe("phantom-tiny-gemma"), {**parity, "image_tokens": None})
+    assert "--image-min-tokens" not in gemma and "-nr" in gemma
