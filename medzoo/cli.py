@@ -331,14 +331,15 @@ def merge(recipe, adapter, out, n_check, force, overrides):
 @click.option("--quant", default="f16,q8_0,q4_k_m", show_default=True, help="Comma-separated: f16,q8_0,q4_k_m.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/export).")
 @click.option("--parity", "n_parity", default=50, show_default=True, type=click.IntRange(min=1), help="Bench examples in the parity check.")
+@click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantised (llama-quantize's flag): larger files, logits closest to f16.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def export(recipe, gguf, quant, out, n_parity, overrides):
+def export(recipe, gguf, quant, out, n_parity, leave_output_tensor, overrides):
     """Merge, convert to GGUF + mmproj, quantise, write a Modelfile, and check parity with HF."""
     from medzoo.export import export_gguf
     from medzoo.recipe import load_recipe
 
     r = load_recipe(recipe, list(overrides))
-    result = export_gguf(r, quants=_csv(quant), out=out, n_parity=n_parity, log=click.echo)
+    result = export_gguf(r, quants=_csv(quant), out=out, n_parity=n_parity, log=click.echo, leave_output_tensor=leave_output_tensor)
     p = result.parity
     click.echo(f"\nparity with the merged transformers model on {p['examples']} {p['split']} examples (greedy; task metric HF {p['reference_metric']:.3f}):")
     click.echo("| quant | size MB | answers equal | task metric |")

@@ -32,6 +32,7 @@ from pathlib import Path
 LLAMA_CPP_PYTHON = "0.3.36"
 QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 F16_MIN_AGREEMENT = 0.98
+METRIC_TOLERANCE = 0.02  # a quantisation that moves the task metric more than this is flagged
 
 
 class ExportError(RuntimeError):
@@ -90,12 +91,15 @@ def convert(model_dir: Path, out_file: Path, mmproj: bool, log=print) -> Path:
     return out_file
 
 
-def quantize(src: Path, dest: Path, quant: str) -> Path:
+def quantize(src: Path, dest: Path, quant: str, leave_output_tensor: bool = False) -> Path:
+    """llama.cpp's quantiser; `leave_output_tensor` keeps output.weight as in the f16 file
+    (llama-quantize --leave-output-tensor): larger, and the logits stay closest to f16."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
     params.nthread = os.cpu_count() or 1
+    params.quantize_output_tensor = not leave_output_tensor
     tmp = dest.with_name(f".{dest.name}.tmp")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.exists():
@@ -287,7 +291,8 @@ class ExportResult:
     parity: dict
 
 
-def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None, n_parity: int = 50, log=print) -> ExportResult:
+def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None, n_parity: int = 50, log=print,
+                leave_output_tensor: bool = False) -> ExportResult:
     """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
     from medzoo.atomic import write_json, write_text
     from medzoo.bench import primary_score
@@ -324,7 +329,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     mmproj = convert(merged, out_dir / f"mmproj-{name}-f16.gguf", mmproj=True, log=log)
     for q in quants:
         if q != "f16":
-            files[q] = quantize(files["f16"], out_dir / f"{name}-{q}.gguf", q)
+            files[q] = quantize(files["f16"], out_dir / f"{name}-{q}.gguf", q, leave_output_tensor)
     log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
 
     # Parity: the merged HF model vs each GGUF on the same bench examples, greedy.
@@ -363,13 +368,16 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6, "agreement": agree, "metric": metric,
                       "examples_differing": [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r][:10]})
         log(f"export: {q}: {agree:.1%} of answers equal the merged HF model's; task metric {metric:.3f} (HF {ref_metric:.3f})")
+        if abs(metric - ref_metric) > METRIC_TOLERANCE:
+            log(f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
+                f"{'' if leave_output_tensor or q == 'f16' else 'try --leave-output-tensor, or '}compare on more examples (--parity N)")
 
     parity = {
         "examples": len(rows), "split": split, "prompt_mode": mode, "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
         "reference": "merged model, transformers greedy", "reference_metric": ref_metric, "mmproj": mmproj.name,
         "mmproj_size_mb": mmproj.stat().st_size / 1e6, "chat_template_matches_training": template_ok,
         "tokenization_matches_training": token_mismatch is None, "tokenization_mismatch": token_mismatch, "quantizations": table,
-        "image_tokens": list(budget) if budget else None,
+        "image_tokens": list(budget) if budget else None, "leave_output_tensor": leave_output_tensor,
         "f16_min_agreement": F16_MIN_AGREEMENT,
     }
     write_json(out_dir / "parity.json", parity)
