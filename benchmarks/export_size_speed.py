@@ -89,7 +89,10 @@ def main() -> None:
     for r in rows_out:
         r["speed_vs_hf_one_at_a_time"] = r["answers_per_s"] / hf_rate
 
-    print(f"\n{name}: {n} {split} examples, greedy, max {max_new} new tokens; mmproj {mmproj.stat().st_size / 1e6:.2f} MB (f16, shared)")
+    parity_path = out / "parity.json"
+    leave = json.loads(parity_path.read_text()).get("leave_output_tensor") if parity_path.exists() else None
+    print(f"\n{name}: {n} {split} examples, greedy, max {max_new} new tokens; mmproj {mmproj.stat().st_size / 1e6:.2f} MB (f16, shared); "
+          f"output tensor {'kept f16' if leave else 'quantised'}")
     print("| engine | size MB | size vs f16 | load s | answers/s | vs HF one-at-a-time | answers equal to HF |")
     print("|---|---|---|---|---|---|---|")
     for r in rows_out:
@@ -99,7 +102,7 @@ def main() -> None:
     results = REPO / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     dest = results / f"export_size_speed-{name}.json"
-    dest.write_text(json.dumps({"recipe": name, "examples": n, "split": split, "rows": rows_out}, indent=2) + "\n")
+    dest.write_text(json.dumps({"recipe": name, "examples": n, "split": split, "leave_output_tensor": leave, "rows": rows_out}, indent=2) + "\n")
     print(f"wrote {dest}")
 
 
