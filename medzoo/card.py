@@ -126,10 +126,11 @@ def _gguf_commands(recipe, parity: dict | None) -> str:
     """The export's own commands: its file names and image-token budget (or placeholders)."""
     from medzoo.export import run_commands
 
-    files = {q["quant"]: q["file"] for q in (parity or {}).get("quantizations", [])}
+    parity = parity or {}
+    files = {q["quant"]: q["file"] for q in parity.get("quantizations", [])}
     model = files.get("q8_0") or files.get("f16") or f"{recipe.name}-q8_0.gguf"
-    mmproj = (parity or {}).get("mmproj") or f"mmproj-{recipe.name}-f16.gguf"
-    return run_commands(recipe.name, model, mmproj, (parity or {}).get("image_tokens"))
+    mmproj = parity.get("mmproj") or f"mmproj-{recipe.name}-f16.gguf"
+    return run_commands(recipe.name, model, mmproj, parity.get("image_tokens"))
 
 
 def _usage_section(recipe, repo_id: str, family_name: str | None, parity: dict | None = None) -> str:

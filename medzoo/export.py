@@ -73,8 +73,8 @@ def converter_dir(log=print) -> Path:
 def convert(model_dir: Path, out_file: Path, mmproj: bool, log=print) -> Path:
     """Run convert_hf_to_gguf.py (f16). Returns the file written."""
     conv = converter_dir(log)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(conv / "gguf-py"), str(conv)]), "NO_LOCAL_GGUF": ""}
-    # through medzoo.gguf_convert: the converter plus medzoo's corrections (Gemma 3 layer pattern)
+    env = {**os.environ, "NO_LOCAL_GGUF": ""}  # medzoo.gguf_convert puts the converter's gguf-py on the path
+    # through medzoo.gguf_convert: the converter plus medzoo's corrections (Gemma 3 layer pattern, template)
     cmd = [sys.executable, "-m", "medzoo.gguf_convert", str(conv), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
     if mmproj:
         cmd.append("--mmproj")

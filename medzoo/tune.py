@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.data.sources import loaded_once
+
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -180,7 +182,8 @@ def _worker(recipe, storage: str, folder: str, target: int, timeout) -> None:
     _quiet_transformers()
     study = _study(recipe, storage)
     done = optuna.study.MaxTrialsCallback(target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
-    study.optimize(_objective(recipe, Path(folder), print), timeout=timeout, callbacks=[done], gc_after_trial=True)
+    with loaded_once():  # the dataset is read once for all of this process's trials
+        study.optimize(_objective(recipe, Path(folder), print), timeout=timeout, callbacks=[done], gc_after_trial=True)
 
 
 def tune(recipe, trials: int | None = None, storage: str | None = None, timeout: float | None = None, jobs: int = 1, log=print) -> TuneResult:
@@ -206,8 +209,9 @@ def tune(recipe, trials: int | None = None, storage: str | None = None, timeout:
         jobs = _jobs_that_fit(recipe, jobs, log)
         if jobs == 1:
             done = optuna.study.MaxTrialsCallback(target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
-            study.optimize(_objective(recipe, folder, log), n_trials=remaining, timeout=timeout,
-                           callbacks=[done], gc_after_trial=True, show_progress_bar=True)
+            with loaded_once():  # the dataset is read once for all trials, not once per trial
+                study.optimize(_objective(recipe, folder, log), n_trials=remaining, timeout=timeout,
+                               callbacks=[done], gc_after_trial=True, show_progress_bar=True)
         else:
             if not storage.startswith(("sqlite:", "postgresql:", "mysql:")):
                 raise ValueError(f"--jobs {jobs}: parallel trials share the study through a database; --storage {storage} is not one")
