@@ -33,6 +33,10 @@ LLAMA_CPP_PYTHON = "0.3.36"
 QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 F16_MIN_AGREEMENT = 0.98
 METRIC_TOLERANCE = 0.02  # a quantisation that moves the task metric more than this is flagged
+# An f16 answer that differs where the merged model's own top choice led by less than this many
+# logits is a near tie that f16 rounding can flip (measured: ~0.2 on the tiny models), not a
+# conversion error; those show as disagreement where the model was sure.
+NEAR_TIE_LOGITS = 0.5
 
 
 class ExportError(RuntimeError):
@@ -219,6 +223,29 @@ def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) ->
     return (out["choices"][0]["message"]["content"] or "").strip()
 
 
+def answer_margin(model, processor, prompt: str, images: list, reference: str, other: str, stop_id: int) -> float:
+    """The merged model's lead, in logits, of the reference answer's token over the other answer's
+    at the first token where the two answers part (teacher-forced on the reference before it)."""
+    import torch
+
+    tok = processor.tokenizer
+    ref = tok(reference, add_special_tokens=False).input_ids + [stop_id]
+    oth = tok(other, add_special_tokens=False).input_ids + [stop_id]
+    k = next((i for i, (a, b) in enumerate(zip(ref, oth)) if a != b), None)
+    if k is None:  # the same tokens once re-tokenised: nothing to separate them
+        return 0.0
+    inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt")
+    length = inputs["input_ids"].shape[1]
+    prefix = torch.tensor([ref[:k]], dtype=torch.long)
+    for key, value in list(inputs.items()):  # extend every per-token tensor (ids, mask, token types)
+        if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == length:
+            fill = prefix if key == "input_ids" else torch.ones_like(prefix) if key == "attention_mask" else torch.zeros_like(prefix)
+            inputs[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+    with torch.inference_mode():
+        logits = model(**inputs).logits[0, -1].float()
+    return float(logits[ref[k]] - logits[oth[k]])
+
+
 def gguf_tokenization_mismatch(path: Path, tokenizer, text: str) -> str | None:
     """None if llama.cpp tokenizes `text` (the rendered training prompt) into the same ids as the
     HF tokenizer, else where they first differ: a special token the GGUF lost its type for is
@@ -363,6 +390,8 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
             for messages, images in zip(prepared.messages, prepared.images):
                 answers.append(gguf_answer(llm, messages, images, recipe.bench.max_new_tokens))
             del llm
+        if q == "f16":
+            f16_answers = answers
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
         metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
         table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6, "agreement": agree, "metric": metric,
@@ -371,6 +400,21 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         if abs(metric - ref_metric) > METRIC_TOLERANCE + 1e-9:  # 0.74 - 0.72 is 0.020000000000000018
             log(f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
                 f"{'' if leave_output_tensor or q == 'f16' else 'try --leave-output-tensor, or '}compare on more examples (--parity N)")
+
+    # Where f16 differs, was the merged model itself nearly undecided? (Reloaded only then: a real
+    # model and its GGUF need not fit in memory together.)
+    f16 = next(r for r in table if r["quant"] == "f16")
+    f16["near_ties"] = []
+    if f16["agreement"] < 1.0:
+        model = load_model(str(merged))
+        stop = processor.tokenizer.convert_tokens_to_ids(family.end_of_turn)  # what ends a trained answer
+        for i, (a, r) in enumerate(zip(f16_answers, reference)):
+            if a != r and answer_margin(model, processor, prepared.prompts[i], prepared.images[i], r, a, stop) < NEAR_TIE_LOGITS:
+                f16["near_ties"].append(rows[i]["id"])
+        del model
+    f16["agreement_beyond_near_ties"] = f16["agreement"] + len(f16["near_ties"]) / len(rows)
+    if f16["near_ties"]:
+        log(f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model (its lead < {NEAR_TIE_LOGITS} logits)")
 
     parity = {
         "examples": len(rows), "split": split, "prompt_mode": mode, "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
@@ -389,11 +433,11 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         shutil.rmtree(final_dir)
     os.rename(out_dir, final_dir)
     out_dir = final_dir
-    f16 = next(r for r in table if r["quant"] == "f16")
     if token_mismatch:
         raise ExportError(f"llama.cpp tokenizes the training prompt differently from the HF tokenizer ({token_mismatch}); see {out_dir / 'parity.json'}")
-    if f16["agreement"] < F16_MIN_AGREEMENT:
-        raise ExportError(f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers (< {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}")
+    if f16["agreement_beyond_near_ties"] < F16_MIN_AGREEMENT:
+        raise ExportError(f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers "
+                          f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}")
     if template_ok is False:
         raise ExportError(f"the GGUF's chat template renders a different prompt than training; see {out_dir / 'parity.json'}")
     listing = sorted(p.name for p in out_dir.iterdir() if p.is_file())

@@ -34,10 +34,11 @@ def test_train_writes_adapter_manifest_and_logs(tmp_path):
     assert manifest["trainable_parameters"] < manifest["total_parameters"] / 100
     assert list((run / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
     assert (run / "recipe.yaml").exists()
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    targets = config["target_modules"]
-    assert all(t.startswith("model.language_model.") for t in targets), "vision tower stays frozen by default"
-    assert {t.rsplit(".", 1)[-1] for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # The weights, not adapter_config's target_modules: peft shortens that list to suffixes when
+    # it is long, so it cannot say which tower a module sits in.
+    lora_modules = {k.split(".lora_")[0] for k in _adapter_tensors(adapter)}
+    assert lora_modules and all(".language_model." in m for m in lora_modules), "vision tower stays frozen by default"
+    assert {m.rsplit(".", 1)[-1] for m in lora_modules} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
     # `make demo` re-runs with --resume: a finished run is reused, not retrained.
     before = _adapter_tensors(adapter)
@@ -96,7 +97,7 @@ def test_qlora_trains_on_cpu(tmp_path):
     run_medzoo("train", "phantom-tiny-qlora", "--set", f"run_dir={run}", "--set", "train.max_steps=8", *FAST)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["adapter_method"] == "qlora"
-    assert manifest["quantized_4bit_layers"] == 14  # 2 layers x 7 linear modules; vision and lm_head stay full precision
+    assert manifest["quantized_4bit_layers"] == 28  # 4 layers x 7 linear modules; vision and lm_head stay full precision
     stage = manifest["stages"][0]
     assert stage["eval_loss"] < stage["eval_loss_before"]
 
@@ -124,11 +125,10 @@ def test_measurement_recipe_loss_falls(tmp_path):
     assert stage["eval_loss"] < 0.5 * stage["eval_loss_before"]
 
 
-# Measured on 2 cores (100 held-out examples, greedy): tiny Qwen2.5-VL 58-70%, tiny Gemma 3 80-82%
-# overall; colour and instrument questions >= 95% on Gemma, colour 86-100% on Qwen; "which
-# quadrant" stays at chance for both (see the train issue's note). The bars below guard what is
-# reached today with a margin; the issue's goal (>= 90% overall) is not met yet.
-LEARNING_BARS = {"phantom-tiny": (0.5, 0.8), "phantom-tiny-gemma": (0.7, 0.9)}
+# Measured on 2 cores (100 held-out examples, greedy): tiny Qwen2.5-VL (4 x 128 LM, 10k examples,
+# 3000 steps) 91% overall, colour 93%, location 94%; tiny Gemma 3 78%, colour 100%, location near
+# chance (see the README's learning notes). The bars guard what is reached today with a margin.
+LEARNING_BARS = {"phantom-tiny": {"overall": 0.85, "colour": 0.85, "location": 0.75}, "phantom-tiny-gemma": {"overall": 0.7, "colour": 0.9}}
 
 
 @pytest.mark.slow
@@ -138,6 +138,7 @@ def test_demo_recipes_learn_the_phantom(tmp_path, recipe):
     run = tmp_path / recipe
     run_medzoo("train", recipe, "--set", f"run_dir={run}", timeout=1500)
     metrics = json.loads((run / "manifest.json").read_text())["metrics"]
-    overall_bar, colour_bar = LEARNING_BARS[recipe]
-    assert metrics["val_exact_match"] >= overall_bar, metrics
-    assert metrics["val_exact_match_by_category"]["colour"] >= colour_bar, metrics
+    bars = dict(LEARNING_BARS[recipe])
+    assert metrics["val_exact_match"] >= bars.pop("overall"), metrics
+    for category, bar in bars.items():
+        assert metrics["val_exact_match_by_category"][category] >= bar, (category, metrics)
