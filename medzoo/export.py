@@ -383,6 +383,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     budget = image_token_budget(processor)
     table = []
     ref_metric = sum(primary_score(r.get("task") or "vqa", p, r["answer"]) for r, p in zip(rows, reference)) / len(rows)
+    answers_of = {}  # quant -> its answers, for the near-tie check below
     for q in quants:
         answers = []
         with _quiet_native_stderr():
@@ -390,8 +391,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
             for messages, images in zip(prepared.messages, prepared.images):
                 answers.append(gguf_answer(llm, messages, images, recipe.bench.max_new_tokens))
             del llm
-        if q == "f16":
-            f16_answers = answers
+        answers_of[q] = answers
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
         metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
         table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6, "agreement": agree, "metric": metric,
@@ -408,7 +408,7 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     if f16["agreement"] < 1.0:
         model = load_model(str(merged))
         stop = processor.tokenizer.convert_tokens_to_ids(family.end_of_turn)  # what ends a trained answer
-        for i, (a, r) in enumerate(zip(f16_answers, reference)):
+        for i, (a, r) in enumerate(zip(answers_of["f16"], reference)):
             if a != r and answer_margin(model, processor, prepared.prompts[i], prepared.images[i], r, a, stop) < NEAR_TIE_LOGITS:
                 f16["near_ties"].append(rows[i]["id"])
         del model

@@ -115,7 +115,6 @@ def test_card_and_export_readme_give_the_same_runnable_commands():
     assert "--image-min-tokens" not in gemma and "-nr" in gemma
 
 
-
 @pytest.mark.parametrize("recipe_name", ["phantom-tiny", "phantom-tiny-gemma"])
 def test_answer_margin_is_the_models_lead_at_the_first_differing_token(recipe_name):
     """The parity gate excuses f16 answers that differ only where the merged model was nearly
