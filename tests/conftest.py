@@ -20,6 +20,16 @@ os.environ.setdefault("MEDZOO_TEST_HOME", str(REPO / ".medzoo-test"))
 os.environ["MEDZOO_HOME"] = os.environ["MEDZOO_TEST_HOME"]
 
 
+def pytest_report_header(config):
+    # A full run writes ~10 GB (phantom images, preprocessed caches, runs); a full disk shows up as
+    # scattered ENOSPC errors, so say up front how much room there is.
+    import shutil
+
+    home = Path(os.environ["MEDZOO_HOME"])
+    free = shutil.disk_usage(home if home.exists() else REPO).free / 2**30
+    return f"medzoo home: {home} ({free:.1f} GiB free)"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     import torch
