@@ -115,6 +115,7 @@ class StageSpec:
     name: str = "stage"
     tasks: Optional[list[str]] = None
     stage_filter: Optional[str] = None  # keep rows whose `stage` column equals this
+    categories: Optional[list[str]] = None  # keep rows whose `category` column is one of these (phantom VQA: location, ...)
     epochs: Optional[float] = field(default=None, metadata=POSITIVE)
     max_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)
     limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)

@@ -33,6 +33,7 @@ class Stage:
     name: str
     data: object  # DataSpec with the stage's overrides applied
     stage_filter: str | None
+    categories: list[str] | None
     epochs: float
     max_steps: int | None
     lr: float
@@ -67,7 +68,7 @@ class TrainContext:
 def stages_of(recipe) -> list[Stage]:
     t = recipe.train
     if not t.stages:
-        return [Stage(0, "main", recipe.data, None, t.epochs, t.max_steps, t.lr)]
+        return [Stage(0, "main", recipe.data, None, None, t.epochs, t.max_steps, t.lr)]
     out = []
     for i, s in enumerate(t.stages):
         data = recipe.data
@@ -81,6 +82,7 @@ def stages_of(recipe) -> list[Stage]:
                 s.name,
                 data,
                 s.stage_filter,
+                s.categories,
                 s.epochs if s.epochs is not None else t.epochs,
                 s.max_steps if s.max_steps is not None else (t.max_steps if s.epochs is None else None),
                 s.lr if s.lr is not None else t.lr,
@@ -101,7 +103,8 @@ def choose_threads(recipe, n_params: int | None = None) -> int:
 # ---------------------------------------------------------------- data
 
 
-def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, stage_filter: str | None = None):
+def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, stage_filter: str | None = None,
+                  categories: list[str] | None = None):
     """Cleaned, limited, encoded split (cached on disk). Returns (dataset, cache_hit)."""
     from medzoo.cache import cached_dataset
     from medzoo.data.sources import load_splits
@@ -130,6 +133,7 @@ def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, s
         "limit": limit,
         "per_task": data_spec.per_task_limit,
         "stage_filter": stage_filter,
+        "categories": sorted(categories) if categories else None,
         "drop_answers": data_spec.drop_answers,
         "seed": data_spec.seed,
     }
@@ -141,6 +145,14 @@ def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, s
             if "stage" not in ds.column_names:
                 raise ValueError(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
             ds = ds.filter(lambda s: str(s) == str(stage_filter), input_columns="stage")
+        if categories:
+            if "category" not in ds.column_names:
+                raise ValueError(f"train.stages: categories {categories} need a 'category' column in the dataset")
+            present = sorted(set(ds["category"]))
+            if not set(categories) & set(present):
+                raise ValueError(f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})")
+            wanted = set(categories)
+            ds = ds.filter(lambda c: c in wanted, input_columns="category")
         ds = clean_rows(ds, data_spec.drop_answers, counter)
         ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
         enc = Encoder(proc, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
@@ -399,7 +411,7 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     for stage in stages:
         stage_dir = run_dir / "stages" / stage.dirname
         with launch.main_process_first():
-            train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter)
+            train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter, stage.categories)
         cache_builds[f"train:{stage.dirname}"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
         log(f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})")
         if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:

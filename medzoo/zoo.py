@@ -16,7 +16,7 @@ from medzoo.paths import zoo_dir
 ZOO_PREFIX = "zoo:"
 # Bump whenever a tiny builder changes what it writes: cached folders are named with it, so an
 # upgrade never reuses a stale model.
-ZOO_VERSION = 3
+ZOO_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ GEMMA3_CHAT_TEMPLATE = (
 
 TINY_GEMMA_IMAGE = {"image_size": 112}
 TINY_MM_TOKENS = 16  # 8x8 SigLIP patches pooled 2x2
-POSITION_STD = 0.5
+POSITION_RAMP = 4.0  # see smooth_position_embeddings
 OUTPUT_STD = 1.0  # see family.scale_output_layer
 
 
@@ -115,10 +115,7 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
         # transformers 5.19 leaves the projector at zero: every image would embed to zero (FIELD-NOTES).
         proj = model.model.multi_modal_projector
         proj.mm_input_projection_weight.normal_(0.0, 64**-0.5)
-        # SigLIP's learned absolute position embeddings at the default scale are ~30x weaker than
-        # the patch embeddings, so a random tower's features barely say *where* a patch is; at
-        # this scale "which quadrant" is readable from the image tokens.
-        model.model.vision_tower.embeddings.position_embedding.weight.normal_(0.0, POSITION_STD)
+        smooth_position_embeddings(model.model.vision_tower.embeddings.position_embedding.weight, POSITION_RAMP, seed)
     scale_output_layer(model, OUTPUT_STD)
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
     model.generation_config.do_sample = False
@@ -132,6 +129,31 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
         image_processor=image_processor, tokenizer=tok, chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=TINY_MM_TOKENS
     )
     proc.save_pretrained(folder)
+
+
+def smooth_position_embeddings(weight, scale: float, seed: int) -> None:
+    """Set SigLIP's position table to two linear ramps, column and row, in two random directions.
+
+    A trained SigLIP's position embeddings vary smoothly over the patch grid; random ones (the
+    default init, or N(0, 0.5) as before) give each patch an unrelated vector, so "left of centre"
+    is a 16-way lookup for the language model instead of one direction. With the ramps it is one
+    direction (and survives the projector's average pooling of patches): on phantom-tiny-gemma the
+    ramp lifted held-out accuracy from 78% to 85% (location from ~30% to 56%), and with the
+    location-first curriculum location reached 100% (88% with the old random table; one run each).
+    """
+    import math
+
+    import torch
+
+    n, dim = weight.shape
+    side = math.isqrt(n)
+    directions, _ = torch.linalg.qr(torch.randn(dim, 2, generator=torch.Generator().manual_seed(seed + 1)))
+    index = torch.arange(n)
+    centre = (side - 1) / 2
+    col = (index % side - centre) / centre  # -1 (left) .. 1 (right)
+    row = (index // side - centre) / centre  # -1 (top) .. 1 (bottom)
+    with torch.no_grad():
+        weight.copy_(scale * (col[:, None] * directions[:, 0] + row[:, None] * directions[:, 1]))
 
 
 GEMMA3 = register(
