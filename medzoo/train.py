@@ -148,10 +148,9 @@ def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, s
         if categories:
             if "category" not in ds.column_names:
                 raise ValueError(f"train.stages: categories {categories} need a 'category' column in the dataset")
-            present = sorted(set(ds["category"]))
-            if not set(categories) & set(present):
+            wanted, present = set(categories), sorted(set(ds["category"]))
+            if not wanted & set(present):
                 raise ValueError(f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})")
-            wanted = set(categories)
             ds = ds.filter(lambda c: c in wanted, input_columns="category")
         ds = clean_rows(ds, data_spec.drop_answers, counter)
         ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
