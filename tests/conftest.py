@@ -42,6 +42,49 @@ def run_medzoo(*args, check=True, timeout=900, env=None, cwd=REPO):
     medzoo = Path(sys.executable).parent / "medzoo"
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([str(medzoo), *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"medzoo {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return check_ok(proc) if check else proc
+
+
+def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int = 1800) -> dict[str, subprocess.CompletedProcess]:
+    """Run several `medzoo` commands side by side, `slots` at a time, in the order given.
+
+    The long trainings each pin one torch thread (`train.threads: 1`), so on the 2-core CI machine
+    two of them finish in about the wall time of the longer one. Output goes to files, not pipes,
+    so a chatty progress bar cannot fill a pipe and stall a job.
+    """
+    import tempfile
+    import time
+
+    medzoo = Path(sys.executable).parent / "medzoo"
+    logs = Path(tempfile.mkdtemp(prefix="medzoo-jobs-"))
+    waiting, running, done = list(jobs), {}, {}
+    deadline = time.monotonic() + timeout
+    try:
+        while waiting or running:
+            while waiting and len(running) < slots:
+                name = waiting.pop(0)
+                out, err = (logs / f"{name}.out").open("w"), (logs / f"{name}.err").open("w")
+                running[name] = (subprocess.Popen([str(medzoo), *jobs[name]], stdout=out, stderr=err, cwd=REPO), out, err)
+            for name, (proc, out, err) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                out.close(), err.close()
+                text = lambda kind: (logs / f"{name}.{kind}").read_text(errors="replace")  # noqa: E731
+                done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, text("out"), text("err"))
+                del running[name]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still running after {timeout} s: {sorted(running)}")
+            time.sleep(1)
+    finally:
+        for proc, out, err in running.values():
+            proc.kill(), proc.wait(), out.close(), err.close()
+        import shutil
+
+        shutil.rmtree(logs, ignore_errors=True)
+    return done
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        raise AssertionError(f"medzoo {' '.join(map(str, proc.args[1:]))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

@@ -75,15 +75,17 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
     cfg = Gemma3Config(
         text_config=dict(
             vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
+            # 4 x 128 like the tiny Qwen2.5-VL: the 2 x 64 LM got 81% (with the curriculum), this one
+            # 90% on phantom-tiny-gemma, with location 94% and the training split fitted.
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
             num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=32,  # vLLM's CPU attention has no kernel for head_dim 16
             query_pre_attn_scalar=32,
             sliding_window=64,
-            layer_types=["sliding_attention", "full_attention"],
+            layer_types=["sliding_attention", "full_attention"] * 2,
             max_position_embeddings=4096,
             pad_token_id=tok.pad_token_id,
             bos_token_id=tok.bos_token_id,
