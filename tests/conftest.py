@@ -18,6 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("MEDZOO_TEST_HOME", str(REPO / ".medzoo-test"))
 os.environ["MEDZOO_HOME"] = os.environ["MEDZOO_TEST_HOME"]
+MEDZOO = Path(sys.executable).parent / "medzoo"  # the console script, run as a user would
 
 
 def pytest_report_header(config):
@@ -39,9 +40,8 @@ def _one_thread():
 
 def run_medzoo(*args, check=True, timeout=900, env=None, cwd=REPO):
     """Run the real `medzoo` console script in a subprocess (as a user would)."""
-    medzoo = Path(sys.executable).parent / "medzoo"
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([str(medzoo), *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+    proc = subprocess.run([str(MEDZOO), *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
     return check_ok(proc) if check else proc
 
 
@@ -55,7 +55,6 @@ def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int
     import tempfile
     import time
 
-    medzoo = Path(sys.executable).parent / "medzoo"
     logs = Path(tempfile.mkdtemp(prefix="medzoo-jobs-"))
     waiting, running, done = list(jobs), {}, {}
     deadline = time.monotonic() + timeout
@@ -64,13 +63,13 @@ def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int
             while waiting and len(running) < slots:
                 name = waiting.pop(0)
                 out, err = (logs / f"{name}.out").open("w"), (logs / f"{name}.err").open("w")
-                running[name] = (subprocess.Popen([str(medzoo), *jobs[name]], stdout=out, stderr=err, cwd=REPO), out, err)
+                running[name] = (subprocess.Popen([str(MEDZOO), *jobs[name]], stdout=out, stderr=err, cwd=REPO), out, err)
             for name, (proc, out, err) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 out.close(), err.close()
-                text = lambda kind: (logs / f"{name}.{kind}").read_text(errors="replace")  # noqa: E731
-                done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, text("out"), text("err"))
+                stdout, stderr = ((logs / f"{name}.{kind}").read_text(errors="replace") for kind in ("out", "err"))
+                done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
                 del running[name]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still running after {timeout} s: {sorted(running)}")

@@ -3,13 +3,12 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_medzoo
+from conftest import MEDZOO, REPO, run_medzoo
 
 FAST_TRAIN = ["--set", "data.n_train=48", "--set", "data.n_val=8", "--set", "train.batch_size=4", "--set", "train.eval_steps=1000", "--set", "train.max_steps=40"]
 
@@ -169,8 +168,7 @@ def test_bench_vllm_one_engine_agrees_with_transformers(trained, vllm_run):
 def test_bench_resumes_after_kill_and_refuses_other_settings(trained, tmp_path):
     out = tmp_path / "results"
     args = ["bench", "phantom-tiny", "--set", f"run_dir={trained}", "--engine", "hf", "--limit", "8", "--chunk-size", "4", "--out", str(out)]
-    medzoo = Path(sys.executable).parent / "medzoo"
-    proc = subprocess.Popen([str(medzoo), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(MEDZOO), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = tmp_path / "results.partial" / "records.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (not partial.exists() or len(partial.read_text().splitlines()) < 8):

@@ -3,13 +3,12 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, check_ok, run_medzoo, run_medzoo_together
+from conftest import MEDZOO, REPO, check_ok, run_medzoo, run_medzoo_together
 
 # Small, fast settings layered on the shipped recipes.
 FAST = ["--set", "data.n_train=48", "--set", "data.n_val=8", "--set", "train.batch_size=4", "--set", "train.logging_steps=2", "--set", "train.eval_steps=1000"]
@@ -72,8 +71,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     run_medzoo("train", "phantom-tiny", "--set", f"run_dir={tmp_path / 'full'}", *common)
 
     victim = tmp_path / "killed"
-    medzoo = Path(sys.executable).parent / "medzoo"
-    proc = subprocess.Popen([str(medzoo), "train", "phantom-tiny", "--set", f"run_dir={victim}", *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    proc = subprocess.Popen([str(MEDZOO), "train", "phantom-tiny", "--set", f"run_dir={victim}", *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     checkpoint = victim / "checkpoints" / "00-main" / "checkpoint-8"
     deadline = time.time() + 600
     while not (checkpoint / "trainer_state.json").exists():

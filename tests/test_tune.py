@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import MEDZOO
 from medzoo.recipe import RecipeError, apply_values, load_recipe
 
 # Short trials on a small phantom: the point is the study machinery, not the values found.
@@ -82,8 +82,7 @@ def test_ten_trials_keep_memory_flat_and_the_study_resumes_after_a_kill(tmp_path
     # Kill a tune that aims for 13 trials once it has finished one more, then resume: the finished
     # trials are kept and the study completes to 13.
     db = run_dir / "tune" / "study.db"
-    medzoo = Path(sys.executable).parent / "medzoo"
-    proc = subprocess.Popen([str(medzoo), "tune", "phantom-tiny", "--trials", "13", *sum((["--set", s] for s in SMALL), []), "--set", f"run_dir={run_dir}"],
+    proc = subprocess.Popen([str(MEDZOO), "tune", "phantom-tiny", "--trials", "13", *sum((["--set", s] for s in SMALL), []), "--set", f"run_dir={run_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while _finished_trials(db) < 11 and time.time() < deadline and proc.poll() is None:
