@@ -8,8 +8,12 @@ export MEDZOO_HOME ?= $(CURDIR)/.medzoo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
+# Two workers on the 2-core CI machine; each test module stays on one worker (module fixtures are
+# built once), in the order tests/conftest.py gives (the long learning trainings first).
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lock export bench-startup bench-train bench-eval bench-export clean
+.PHONY: venv demo test test-fast lint format lock export bench-startup bench-train bench-eval bench-export clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -43,12 +47,21 @@ export: venv
 	$(MEDZOO) merge $(RECIPE)
 	$(MEDZOO) export $(RECIPE) --gguf --quant f16,q8_0,q4_k_m $(EXPORT_FLAGS)
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Lint + format check, then every test (unit and end to end): what CI runs via .ci/run.
+test: venv lint
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
-# Everything but the end-to-end tests that start vLLM or train.
+# The unit tests only (tests/unit, ~1 min): no training runs, no vLLM start.
 test-fast: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Re-pin requirements/cpu.lock from the current .venv (after deliberately changing a version).
 lock: venv

@@ -82,11 +82,19 @@ def seed_way(run_dir: str, n: int, data_sets: list[str]) -> None:
                 prep_s += time.perf_counter() - t
                 t = time.perf_counter()
                 with torch.inference_mode():
-                    out = model.generate(**inputs, max_new_tokens=recipe.bench.max_new_tokens, do_sample=False, eos_token_id=stops)
-                answers[f"{model_name}/{mode}/{row['id']}"] = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+                    out = model.generate(
+                        **inputs, max_new_tokens=recipe.bench.max_new_tokens, do_sample=False, eos_token_id=stops
+                    )
+                answers[f"{model_name}/{mode}/{row['id']}"] = processor.batch_decode(
+                    out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+                )[0]
                 gen_s += time.perf_counter() - t
             del model
-    print(json.dumps({"import_s": t_import, "load_s": load_s, "prepare_s": prep_s, "generate_s": gen_s, "answers": answers}))
+    print(
+        json.dumps(
+            {"import_s": t_import, "load_s": load_s, "prepare_s": prep_s, "generate_s": gen_s, "answers": answers}
+        )
+    )
 
 
 def vision_share(run_dir: str, n: int, data_sets: list[str]) -> dict:
@@ -153,37 +161,57 @@ def main() -> None:
     bench("vllm-merged", "--engine", "vllm", "--lora-mode", "merged")
     if not args.skip_seed_way:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--_seed-way", "--examples", str(args.examples), "--run-dir", str(run)], capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_seed-way", "--examples", str(args.examples), "--run-dir", str(run)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         seed = json.loads(proc.stdout.strip().splitlines()[-1])
         results["seed-way"] = {"wall_s": time.perf_counter() - t, **{k: v for k, v in seed.items() if k != "answers"}}
         print(f"  seed-way: {results['seed-way']['wall_s']:.1f} s", flush=True)
-        lora = {f"{r['config']}/{r['id']}": r["prediction"] for r in map(json.loads, (run / "bench" / "vllm-lora" / "records.jsonl").read_text().splitlines())}
+        lora = {
+            f"{r['config']}/{r['id']}": r["prediction"]
+            for r in map(json.loads, (run / "bench" / "vllm-lora" / "records.jsonl").read_text().splitlines())
+        }
         same = sum(lora.get(k) == v for k, v in seed["answers"].items())
         print(f"  seed-way answers identical to medzoo bench (vLLM): {same}/{len(seed['answers'])}")
     vision = vision_share(str(run), args.examples, data_sets)
 
-    print(f"\n| engine | wall s | examples/s | vs seed's way | engine start s | generate s |")
+    print("\n| engine | wall s | examples/s | vs seed's way | engine start s | generate s |")
     print("|---|---|---|---|---|---|")
     ref = results.get("seed-way", {}).get("wall_s")
-    names = {"vllm-lora": "(a) medzoo bench, vLLM + LoRARequest", "seed-way": "(b) seed's way: reload per config, 1 example at a time",
-             "hf-batched": "(c) medzoo bench --engine hf (batched)", "vllm-merged": "(d) medzoo bench, vLLM + merged adapter"}
+    names = {
+        "vllm-lora": "(a) medzoo bench, vLLM + LoRARequest",
+        "seed-way": "(b) seed's way: reload per config, 1 example at a time",
+        "hf-batched": "(c) medzoo bench --engine hf (batched)",
+        "vllm-merged": "(d) medzoo bench, vLLM + merged adapter",
+    }
     for label in ("vllm-lora", "seed-way", "hf-batched", "vllm-merged"):
         r = results.get(label)
         if not r:
             continue
         ratio = f"{ref / r['wall_s']:.1f}x" if ref else "-"
         start = r.get("engine_start_s", r.get("load_s", 0.0))
-        print(f"| {names[label]} | {r['wall_s']:.1f} | {n_gen / r['wall_s']:.1f} | {ratio} | {start:.1f} | {r.get('generate_s', 0.0):.1f} |")
+        print(
+            f"| {names[label]} | {r['wall_s']:.1f} | {n_gen / r['wall_s']:.1f} | {ratio} | {start:.1f} | {r.get('generate_s', 0.0):.1f} |"
+        )
     a = results["vllm-lora"]
-    print(f"\nwhere (a)'s {a['wall_s']:.1f} s go: setup (imports of the library, data, processor, prompts) {a.get('setup_s', 0):.1f} s, "
-          f"vLLM engine start {a.get('engine_start_s', 0):.1f} s, generate {a.get('generate_s', 0):.1f} s, scoring incl. BERTScore {a.get('scoring_s', 0):.1f} s, "
-          f"the rest (python + torch + vllm imports) {a['wall_s'] - a.get('total_s', 0):.1f} s")
-    print(f"vision tower for {args.examples} images (transformers, one batch): image processor {vision['image_processor_s']:.2f} s, forward {vision['vision_forward_s']:.2f} s")
+    print(
+        f"\nwhere (a)'s {a['wall_s']:.1f} s go: setup (imports of the library, data, processor, prompts) {a.get('setup_s', 0):.1f} s, "
+        f"vLLM engine start {a.get('engine_start_s', 0):.1f} s, generate {a.get('generate_s', 0):.1f} s, scoring incl. BERTScore {a.get('scoring_s', 0):.1f} s, "
+        f"the rest (python + torch + vllm imports) {a['wall_s'] - a.get('total_s', 0):.1f} s"
+    )
+    print(
+        f"vision tower for {args.examples} images (transformers, one batch): image processor {vision['image_processor_s']:.2f} s, forward {vision['vision_forward_s']:.2f} s"
+    )
     if "seed-way" in results:
         s = results["seed-way"]
-        print(f"where (b)'s {s['wall_s']:.1f} s go: imports {s['import_s']:.1f} s, 6 model loads {s['load_s']:.1f} s, per-example processing {s['prepare_s']:.1f} s, generate {s['generate_s']:.1f} s")
+        print(
+            f"where (b)'s {s['wall_s']:.1f} s go: imports {s['import_s']:.1f} s, 6 model loads {s['load_s']:.1f} s, per-example processing {s['prepare_s']:.1f} s, generate {s['generate_s']:.1f} s"
+        )
     json_out = run / "bench_throughput.json"
     json_out.write_text(json.dumps({"examples": args.examples, "results": results, "vision": vision}, indent=2))
     print(f"\nraw figures: {json_out}")

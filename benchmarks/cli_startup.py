@@ -35,7 +35,9 @@ def main() -> None:
     cli = timed([medzoo, "--help"], args.runs)
     print(f"python -c 'import click': {baseline * 1000:7.1f} ms (median of {args.runs})")
     print(f"medzoo --help:            {cli * 1000:7.1f} ms (median of {args.runs})")
-    print(f"ratio:                    {cli / baseline:7.2f}x   goal: medzoo --help < 500 ms -> {'met' if cli < 0.5 else 'NOT met'}")
+    print(
+        f"ratio:                    {cli / baseline:7.2f}x   goal: medzoo --help < 500 ms -> {'met' if cli < 0.5 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

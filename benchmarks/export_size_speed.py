@@ -45,17 +45,26 @@ def main() -> None:
 
     base = recipe_base(recipe)
     split, rows = first_rows(recipe.data, recipe.bench.split, args.examples)
-    prepared = prepare(rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings)
+    prepared = prepare(
+        rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings
+    )
     n, max_new = len(rows), recipe.bench.max_new_tokens
     stops = stop_token_ids(base.processor, base.family)
 
     def hf_answers(model, batch_size: int) -> list[str]:
-        return [a.strip() for a in hf_engine.generate(model, base.processor, prepared.prompts, prepared.images, max_new, stops, batch_size=batch_size)]
+        return [
+            a.strip()
+            for a in hf_engine.generate(
+                model, base.processor, prepared.prompts, prepared.images, max_new, stops, batch_size=batch_size
+            )
+        ]
 
     t = time.perf_counter()
     model = load_model(str(recipe.run_path() / "merged"))
     hf_load = time.perf_counter() - t
-    hf_engine.generate(model, base.processor, prepared.prompts[:1], prepared.images[:1], max_new, stops, batch_size=1)  # warm-up
+    hf_engine.generate(
+        model, base.processor, prepared.prompts[:1], prepared.images[:1], max_new, stops, batch_size=1
+    )  # warm-up
     t = time.perf_counter()
     reference = hf_answers(model, 1)
     hf_one = time.perf_counter() - t
@@ -66,8 +75,20 @@ def main() -> None:
     merged_mb = sum(p.stat().st_size for p in (recipe.run_path() / "merged").glob("*.safetensors")) / 1e6
 
     rows_out = [
-        {"engine": "transformers (merged, fp32), one at a time", "size_mb": merged_mb, "load_s": hf_load, "answers_per_s": n / hf_one, "agreement": 1.0},
-        {"engine": "transformers (merged, fp32), batch 16", "size_mb": merged_mb, "load_s": hf_load, "answers_per_s": n / hf_batched, "agreement": None},
+        {
+            "engine": "transformers (merged, fp32), one at a time",
+            "size_mb": merged_mb,
+            "load_s": hf_load,
+            "answers_per_s": n / hf_one,
+            "agreement": 1.0,
+        },
+        {
+            "engine": "transformers (merged, fp32), batch 16",
+            "size_mb": merged_mb,
+            "load_s": hf_load,
+            "answers_per_s": n / hf_batched,
+            "agreement": None,
+        },
     ]
     budget = image_token_budget(base.processor)
     f16_mb = (out / f"{name}-f16.gguf").stat().st_size / 1e6
@@ -83,26 +104,43 @@ def main() -> None:
             secs = time.perf_counter() - t
             del llm
         size = path.stat().st_size / 1e6
-        rows_out.append({"engine": f"llama.cpp {q}", "size_mb": size, "size_vs_f16": size / f16_mb, "load_s": load_s,
-                         "answers_per_s": n / secs, "agreement": sum(a == r for a, r in zip(answers, reference)) / n})
+        rows_out.append(
+            {
+                "engine": f"llama.cpp {q}",
+                "size_mb": size,
+                "size_vs_f16": size / f16_mb,
+                "load_s": load_s,
+                "answers_per_s": n / secs,
+                "agreement": sum(a == r for a, r in zip(answers, reference)) / n,
+            }
+        )
     hf_rate = rows_out[0]["answers_per_s"]
     for r in rows_out:
         r["speed_vs_hf_one_at_a_time"] = r["answers_per_s"] / hf_rate
 
     parity_path = out / "parity.json"
     leave = json.loads(parity_path.read_text()).get("leave_output_tensor") if parity_path.exists() else None
-    print(f"\n{name}: {n} {split} examples, greedy, max {max_new} new tokens; mmproj {mmproj.stat().st_size / 1e6:.2f} MB (f16, shared); "
-          f"output tensor {'kept f16' if leave else 'quantised'}")
+    print(
+        f"\n{name}: {n} {split} examples, greedy, max {max_new} new tokens; mmproj {mmproj.stat().st_size / 1e6:.2f} MB (f16, shared); "
+        f"output tensor {'kept f16' if leave else 'quantised'}"
+    )
     print("| engine | size MB | size vs f16 | load s | answers/s | vs HF one-at-a-time | answers equal to HF |")
     print("|---|---|---|---|---|---|---|")
     for r in rows_out:
         rel = f"{r['size_vs_f16']:.2f}" if "size_vs_f16" in r else "-"
         agree = f"{r['agreement']:.2f}" if r["agreement"] is not None else "-"
-        print(f"| {r['engine']} | {r['size_mb']:.2f} | {rel} | {r['load_s']:.2f} | {r['answers_per_s']:.1f} | {r['speed_vs_hf_one_at_a_time']:.2f}x | {agree} |")
+        print(
+            f"| {r['engine']} | {r['size_mb']:.2f} | {rel} | {r['load_s']:.2f} | {r['answers_per_s']:.1f} | {r['speed_vs_hf_one_at_a_time']:.2f}x | {agree} |"
+        )
     results = REPO / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     dest = results / f"export_size_speed-{name}.json"
-    dest.write_text(json.dumps({"recipe": name, "examples": n, "split": split, "leave_output_tensor": leave, "rows": rows_out}, indent=2) + "\n")
+    dest.write_text(
+        json.dumps(
+            {"recipe": name, "examples": n, "split": split, "leave_output_tensor": leave, "rows": rows_out}, indent=2
+        )
+        + "\n"
+    )
     print(f"wrote {dest}")
 
 

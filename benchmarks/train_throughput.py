@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-
 # Both sides train on the same 2000 examples (phantom-tiny's recipe has 10k): the data size does not
 # change the cost of a step, only how long medzoo's one-off preprocessing takes.
 DATA = ["data.n_train=2000"]
@@ -42,18 +41,35 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     from medzoo.train import _trainer_class, _training_args, choose_threads, prepare_split, stages_of
 
     t_start = time.perf_counter()
-    ctx = _context(recipe_name, [*DATA, f"train.max_steps={steps}", f"train.batch_size={batch}", "train.report_to=[none]", "train.eval_steps=100000", "train.save_steps=100000"])
+    ctx = _context(
+        recipe_name,
+        [
+            *DATA,
+            f"train.max_steps={steps}",
+            f"train.batch_size={batch}",
+            "train.report_to=[none]",
+            "train.eval_steps=100000",
+            "train.save_steps=100000",
+        ],
+    )
     recipe = ctx.recipe
     train_ds, _ = prepare_split(ctx, recipe.data, "train", None)
     base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, "fp32")
     torch.set_num_threads(choose_threads(recipe, sum(p.numel() for p in base.parameters())))
     model = attach_adapter(base, ctx.family, recipe.adapter, False)
     args = _training_args(recipe, stages_of(recipe)[0], Path(out), Path(out) / "logs", False)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=Collator(ctx.processor.tokenizer.pad_token_id))
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=train_ds, data_collator=Collator(ctx.processor.tokenizer.pad_token_id)
+    )
     t0 = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - t0
-    return {"loop_seconds": loop, "total_seconds": time.perf_counter() - t_start, "samples": steps * batch, "threads": torch.get_num_threads()}
+    return {
+        "loop_seconds": loop,
+        "total_seconds": time.perf_counter() - t_start,
+        "samples": steps * batch,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_baseline(recipe_name: str, steps: int, batch: int, out: str) -> dict:
@@ -104,7 +120,12 @@ def run_baseline(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - t0
-    return {"loop_seconds": loop, "total_seconds": time.perf_counter() - t_start, "samples": steps * batch, "threads": torch.get_num_threads()}
+    return {
+        "loop_seconds": loop,
+        "total_seconds": time.perf_counter() - t_start,
+        "samples": steps * batch,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -121,16 +142,37 @@ def main() -> None:
         return
     results = {}
     for side in ("baseline", "medzoo"):
-        proc = subprocess.run([sys.executable, __file__, "--side", side, "--recipe", args.recipe, "--steps", str(args.steps), "--batch", str(args.batch), "--out", args.out], capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--recipe",
+                args.recipe,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--out",
+                args.out,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
         results[side] = json.loads(line[7:])
     print(f"recipe {args.recipe}, {args.steps} steps x batch {args.batch}")
     for side, r in results.items():
-        print(f"{side:9s} threads={r['threads']}  loop {r['samples'] / r['loop_seconds']:7.1f} samples/s   end-to-end {r['samples'] / r['total_seconds']:7.1f} samples/s")
+        print(
+            f"{side:9s} threads={r['threads']}  loop {r['samples'] / r['loop_seconds']:7.1f} samples/s   end-to-end {r['samples'] / r['total_seconds']:7.1f} samples/s"
+        )
     b, m = results["baseline"], results["medzoo"]
-    print(f"ratio medzoo/baseline: loop {(b['loop_seconds'] / m['loop_seconds']):.1f}x, end-to-end {(b['total_seconds'] / m['total_seconds']):.1f}x")
+    print(
+        f"ratio medzoo/baseline: loop {(b['loop_seconds'] / m['loop_seconds']):.1f}x, end-to-end {(b['total_seconds'] / m['total_seconds']):.1f}x"
+    )
 
 
 if __name__ == "__main__":

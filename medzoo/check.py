@@ -64,7 +64,9 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
     if render_sample:
         report.sample = _render_one(recipe, splits, clean_rows, DropCounter)
         s = report.sample
-        log(f"processed sample {s['id']}: {s['tokens']} tokens, {s['loss_tokens']} carry loss, {s['images']} image(s) as {s['image_grid']}")
+        log(
+            f"processed sample {s['id']}: {s['tokens']} tokens, {s['loss_tokens']} carry loss, {s['images']} image(s) as {s['image_grid']}"
+        )
         log("prompt:\n" + s["prompt"])
         log(f"answer tokens: {s['answer']!r}")
     return report

@@ -23,7 +23,18 @@ class MedzooGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (RecipeError, AnnotationError, MergeError, PublishError, ExportError, KeyError, FileNotFoundError, FileExistsError, IndexError, ValueError) as e:
+        except (
+            RecipeError,
+            AnnotationError,
+            MergeError,
+            PublishError,
+            ExportError,
+            KeyError,
+            FileNotFoundError,
+            FileExistsError,
+            IndexError,
+            ValueError,
+        ) as e:
             if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -85,7 +96,13 @@ def data():
 
 
 @data.command("phantom")
-@click.option("--task", "tasks", default="vqa", show_default=True, help="Comma-separated: vqa,distance,angle,detection,lesion-size.")
+@click.option(
+    "--task",
+    "tasks",
+    default="vqa",
+    show_default=True,
+    help="Comma-separated: vqa,distance,angle,detection,lesion-size.",
+)
 @click.option("--n", "n_train", default=200, show_default=True, help="Training examples per task.")
 @click.option("--n-val", default=50, show_default=True, help="Validation examples per task.")
 @click.option("--n-test", default=50, show_default=True, help="Test examples per task.")
@@ -172,14 +189,34 @@ def recipes_validate(recipes_):
 
 @main.command()
 @click.argument("recipe")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.lr=2e-4.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.lr=2e-4."
+)
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint / finished stage.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
-@click.option("--dry-run", is_flag=True, help="Load recipe, model and first batch; print sizes, steps and memory; exit.")
-@click.option("--nproc", type=click.IntRange(min=1), default=None, help="Processes per node (GPUs, or CPU workers with gloo).")
-@click.option("--launcher", type=click.Choice(["torchrun", "accelerate"]), default=None, help="Default: torchrun, or accelerate with --config.")
-@click.option("--config", "launch_config", default=None, help="accelerate config: ddp, fsdp, zero2, zero3, zero3-offload, or a file.")
-@click.option("--launcher-args", default="", help="Passed to the launcher as is (multi-node: '--nnodes 2 --node-rank 0 --master-addr HOST').")
+@click.option(
+    "--dry-run", is_flag=True, help="Load recipe, model and first batch; print sizes, steps and memory; exit."
+)
+@click.option(
+    "--nproc", type=click.IntRange(min=1), default=None, help="Processes per node (GPUs, or CPU workers with gloo)."
+)
+@click.option(
+    "--launcher",
+    type=click.Choice(["torchrun", "accelerate"]),
+    default=None,
+    help="Default: torchrun, or accelerate with --config.",
+)
+@click.option(
+    "--config",
+    "launch_config",
+    default=None,
+    help="accelerate config: ddp, fsdp, zero2, zero3, zero3-offload, or a file.",
+)
+@click.option(
+    "--launcher-args",
+    default="",
+    help="Passed to the launcher as is (multi-node: '--nnodes 2 --node-rank 0 --master-addr HOST').",
+)
 def train(recipe, overrides, resume, overwrite, dry_run, nproc, launcher, launch_config, launcher_args):
     """Train the recipe's LoRA / QLoRA adapter (writes <run_dir>/adapter and manifest.json)."""
     from medzoo import launch
@@ -190,7 +227,12 @@ def train(recipe, overrides, resume, overwrite, dry_run, nproc, launcher, launch
     if (nproc or launcher or launch_config) and not launch.launched():
         import subprocess
 
-        args = [recipe, *sum((["--set", o] for o in overrides), [])] + ["--resume"] * resume + ["--overwrite"] * overwrite + ["--dry-run"] * dry_run
+        args = (
+            [recipe, *sum((["--set", o] for o in overrides), [])]
+            + ["--resume"] * resume
+            + ["--overwrite"] * overwrite
+            + ["--dry-run"] * dry_run
+        )
         cmd = launch.launch_command(args, nproc or 1, launcher, launch_config, launcher_args)
         click.echo("launching: " + " ".join(cmd), err=True)
         sys.exit(subprocess.call(cmd))
@@ -211,7 +253,10 @@ def check(recipe, no_sample, overrides):
     r = load_recipe(recipe, list(overrides))
     report = run_check(r, render_sample=not no_sample, log=click.echo)
     if not report.ok:
-        click.echo(f"error: {len(report.unreadable)} unreadable image(s); fix them or they are dropped (and counted) in training", err=True)
+        click.echo(
+            f"error: {len(report.unreadable)} unreadable image(s); fix them or they are dropped (and counted) in training",
+            err=True,
+        )
         sys.exit(1)
     click.echo("ok")
 
@@ -221,10 +266,21 @@ def check(recipe, no_sample, overrides):
 
 @main.command()
 @click.argument("recipe")
-@click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials the study should have (default: the recipe's tune.trials).")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Finished trials the study should have (default: the recipe's tune.trials).",
+)
 @click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///<run_dir>/tune/study.db).")
 @click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel trial processes (capped by free memory).")
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Parallel trial processes (capped by free memory).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def tune(recipe, trials, storage, timeout, jobs, overrides):
     """Search hyper-parameters with Optuna (TPE + median pruning); resumable; writes a ready-to-train recipe."""
@@ -274,17 +330,45 @@ def generate(recipe, split, index, engines, mode, overrides, as_json):
 @main.command()
 @click.argument("recipe")
 @click.option("--models", default="base,tuned", show_default=True, help="Comma-separated: base,tuned.")
-@click.option("--prompts", "modes", default=None, help="Comma-separated prompt modes: none,static,adaptive (default: the recipe's).")
+@click.option(
+    "--prompts",
+    "modes",
+    default=None,
+    help="Comma-separated prompt modes: none,static,adaptive (default: the recipe's).",
+)
 @click.option("--split", default=None, help="Evaluation split (default: the recipe's bench.split).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples.")
-@click.option("--engine", type=click.Choice(["vllm", "hf"]), default=None, help="Default: the recipe's bench.engine (vllm).")
-@click.option("--adapter", "adapters", multiple=True, type=click.Path(), help="Evaluate this adapter folder (repeatable) instead of the recipe's.")
-@click.option("--lora-mode", type=click.Choice(["auto", "lora", "merged"]), default="auto", show_default=True,
-              help="vLLM: serve adapters as LoRA requests on one engine, or merge each and serve it separately.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder (default: <run_dir>/bench/<split>-<engine>).")
+@click.option(
+    "--engine", type=click.Choice(["vllm", "hf"]), default=None, help="Default: the recipe's bench.engine (vllm)."
+)
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    type=click.Path(),
+    help="Evaluate this adapter folder (repeatable) instead of the recipe's.",
+)
+@click.option(
+    "--lora-mode",
+    type=click.Choice(["auto", "lora", "merged"]),
+    default="auto",
+    show_default=True,
+    help="vLLM: serve adapters as LoRA requests on one engine, or merge each and serve it separately.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Results folder (default: <run_dir>/bench/<split>-<engine>).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a results folder made with other settings.")
-@click.option("--chunk-size", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Generations per batched engine call; records are saved after each (resume granularity).")
+@click.option(
+    "--chunk-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Generations per batched engine call; records are saved after each (resume granularity).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, chunk_size, overrides):
     """Evaluate base and tuned models under each prompt mode; print the table, write results + plot."""
@@ -292,13 +376,27 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
     from medzoo.recipe import load_recipe
 
     r = load_recipe(recipe, list(overrides))
-    result = run_bench(r, models=_csv(models), modes=_csv(modes), split=split, limit=limit, engine=engine,
-                       adapters=list(adapters), lora_mode=lora_mode, out=out, overwrite=overwrite, chunk_size=chunk_size, log=click.echo)
+    result = run_bench(
+        r,
+        models=_csv(models),
+        modes=_csv(modes),
+        split=split,
+        limit=limit,
+        engine=engine,
+        adapters=list(adapters),
+        lora_mode=lora_mode,
+        out=out,
+        overwrite=overwrite,
+        chunk_size=chunk_size,
+        log=click.echo,
+    )
     click.echo(result.markdown)
     t = result.summary["timing"]
     if t.get("generations"):
-        click.echo(f"{t['generations']} generations in {t['total_s']:.1f} s (engine start {t.get('engine_start_s', 0):.1f} s, "
-                   f"generate {t.get('generate_s', 0):.1f} s = {t['generations_per_s']:.1f}/s)")
+        click.echo(
+            f"{t['generations']} generations in {t['total_s']:.1f} s (engine start {t.get('engine_start_s', 0):.1f} s, "
+            f"generate {t.get('generate_s', 0):.1f} s = {t['generations_per_s']:.1f}/s)"
+        )
     click.echo(f"results: {result.out} (records.jsonl, summary.json/.csv/.md, plot.png)")
 
 
@@ -308,8 +406,12 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
 @main.command()
 @click.argument("recipe")
 @click.option("--adapter", type=click.Path(), default=None, help="Adapter folder (default: <run_dir>/adapter).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/merged).")
-@click.option("--check", "n_check", default=4, show_default=True, help="Examples whose logits must agree before saving.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/merged)."
+)
+@click.option(
+    "--check", "n_check", default=4, show_default=True, help="Examples whose logits must agree before saving."
+)
 @click.option("--force", is_flag=True, help="Merge again even if the folder holds this adapter's merge.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def merge(recipe, adapter, out, n_check, force, overrides):
@@ -329,9 +431,22 @@ def merge(recipe, adapter, out, n_check, force, overrides):
 @click.argument("recipe")
 @click.option("--gguf", is_flag=True, required=True, help="Export GGUF (text model + mmproj) for llama.cpp / Ollama.")
 @click.option("--quant", default="f16,q8_0,q4_k_m", show_default=True, help="Comma-separated: f16,q8_0,q4_k_m.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/export).")
-@click.option("--parity", "n_parity", default=50, show_default=True, type=click.IntRange(min=1), help="Bench examples in the parity check.")
-@click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantised (llama-quantize's flag): larger files, logits closest to f16.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/export)."
+)
+@click.option(
+    "--parity",
+    "n_parity",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Bench examples in the parity check.",
+)
+@click.option(
+    "--leave-output-tensor",
+    is_flag=True,
+    help="Keep output.weight unquantised (llama-quantize's flag): larger files, logits closest to f16.",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def export(recipe, gguf, quant, out, n_parity, leave_output_tensor, overrides):
     """Merge, convert to GGUF + mmproj, quantise, write a Modelfile, and check parity with HF."""
@@ -339,9 +454,13 @@ def export(recipe, gguf, quant, out, n_parity, leave_output_tensor, overrides):
     from medzoo.recipe import load_recipe
 
     r = load_recipe(recipe, list(overrides))
-    result = export_gguf(r, quants=_csv(quant), out=out, n_parity=n_parity, log=click.echo, leave_output_tensor=leave_output_tensor)
+    result = export_gguf(
+        r, quants=_csv(quant), out=out, n_parity=n_parity, log=click.echo, leave_output_tensor=leave_output_tensor
+    )
     p = result.parity
-    click.echo(f"\nparity with the merged transformers model on {p['examples']} {p['split']} examples (greedy; task metric HF {p['reference_metric']:.3f}):")
+    click.echo(
+        f"\nparity with the merged transformers model on {p['examples']} {p['split']} examples (greedy; task metric HF {p['reference_metric']:.3f}):"
+    )
     click.echo("| quant | size MB | answers equal | task metric |")
     click.echo("|---|---|---|---|")
     for q in p["quantizations"]:
@@ -388,13 +507,18 @@ def publish(recipe, repo, what, private, revision, dry_run, force, overrides):
     from medzoo.recipe import load_recipe
 
     r = load_recipe(recipe, list(overrides))
-    result = run_publish(r, repo, what=_csv(what), private=private, revision=revision, dry_run=dry_run, force=force, log=click.echo)
+    result = run_publish(
+        r, repo, what=_csv(what), private=private, revision=revision, dry_run=dry_run, force=force, log=click.echo
+    )
     click.echo(f"staged {len(result.files)} files in {result.folder}:")
     for f in result.files:
         click.echo(f"  {f}")
     click.echo(f"model card: {result.folder / 'README.md'}")
     if result.uploaded:
-        click.echo(f"uploaded to {result.repo_id}: {result.commit_message}" + (f" ({result.commit_url})" if result.commit_url else ""))
+        click.echo(
+            f"uploaded to {result.repo_id}: {result.commit_message}"
+            + (f" ({result.commit_url})" if result.commit_url else "")
+        )
     else:
         click.echo(f"not uploaded: {result.skipped_reason}")
 

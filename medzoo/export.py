@@ -57,8 +57,20 @@ def converter_dir(log=print) -> Path:
     log(f"export: fetching llama.cpp's converter (llama-cpp-python=={LLAMA_CPP_PYTHON} sdist) ...")
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", tmp],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise ExportError(f"could not download the llama-cpp-python sdist: {proc.stderr.strip().splitlines()[-1:]}")
@@ -67,7 +79,7 @@ def converter_dir(log=print) -> Path:
         wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
         with build_dir(dest) as out, tarfile.open(sdist) as tar:
             for m in tar.getmembers():
-                rel = m.name[len(prefix):] if m.name.startswith(prefix) else None
+                rel = m.name[len(prefix) :] if m.name.startswith(prefix) else None
                 if rel and rel.startswith(wanted) and (m.isfile() or m.isdir()):
                     m.name = rel
                     tar.extract(m, out, filter="data")
@@ -79,13 +91,25 @@ def convert(model_dir: Path, out_file: Path, mmproj: bool, log=print) -> Path:
     conv = converter_dir(log)
     env = {**os.environ, "NO_LOCAL_GGUF": ""}  # medzoo.gguf_convert puts the converter's gguf-py on the path
     # through medzoo.gguf_convert: the converter plus medzoo's corrections (Gemma 3 layer pattern, template)
-    cmd = [sys.executable, "-m", "medzoo.gguf_convert", str(conv), str(model_dir), "--outfile", str(out_file), "--outtype", "f16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medzoo.gguf_convert",
+        str(conv),
+        str(model_dir),
+        "--outfile",
+        str(out_file),
+        "--outtype",
+        "f16",
+    ]
     if mmproj:
         cmd.append("--mmproj")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise ExportError(f"convert_hf_to_gguf.py{' --mmproj' if mmproj else ''} failed on {model_dir}: {' | '.join(tail)}")
+        raise ExportError(
+            f"convert_hf_to_gguf.py{' --mmproj' if mmproj else ''} failed on {model_dir}: {' | '.join(tail)}"
+        )
     if mmproj:  # the converter prefixes the output name with "mmproj-"
         produced = out_file.with_name("mmproj-" + out_file.name)
         if produced.exists():
@@ -192,7 +216,14 @@ def load_gguf(model: Path, mmproj: Path, budget: tuple[int, int] | None = None, 
     from llama_cpp import Llama
 
     with _no_extra_buffer_types():
-        return Llama(model_path=str(model), chat_handler=_chat_handler(mmproj, budget), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
+        return Llama(
+            model_path=str(model),
+            chat_handler=_chat_handler(mmproj, budget),
+            n_ctx=n_ctx,
+            n_threads=os.cpu_count() or 1,
+            verbose=False,
+            seed=0,
+        )
 
 
 def _image_url(image) -> str:
@@ -219,7 +250,9 @@ def openai_messages(messages: list[dict], images: list) -> list[dict]:
 
 
 def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) -> str:
-    out = llm.create_chat_completion(messages=openai_messages(messages, images), temperature=0.0, top_k=1, max_tokens=max_new_tokens, seed=0)
+    out = llm.create_chat_completion(
+        messages=openai_messages(messages, images), temperature=0.0, top_k=1, max_tokens=max_new_tokens, seed=0
+    )
     return (out["choices"][0]["message"]["content"] or "").strip()
 
 
@@ -239,7 +272,13 @@ def answer_margin(model, processor, prompt: str, images: list, reference: str, o
     prefix = torch.tensor([ref[:k]], dtype=torch.long)
     for key, value in list(inputs.items()):  # extend every per-token tensor (ids, mask, token types)
         if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == length:
-            fill = prefix if key == "input_ids" else torch.ones_like(prefix) if key == "attention_mask" else torch.zeros_like(prefix)
+            fill = (
+                prefix
+                if key == "input_ids"
+                else torch.ones_like(prefix)
+                if key == "attention_mask"
+                else torch.zeros_like(prefix)
+            )
             inputs[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
     with torch.inference_mode():
         logits = model(**inputs).logits[0, -1].float()
@@ -260,7 +299,9 @@ def gguf_tokenization_mismatch(path: Path, tokenizer, text: str) -> str | None:
     if got == want:
         return None
     i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    return f"token {i}: GGUF {got[i:i + 3]} vs HF {want[i:i + 3]} ({tokenizer.convert_ids_to_tokens(want[i:i + 3])})"
+    return (
+        f"token {i}: GGUF {got[i : i + 3]} vs HF {want[i : i + 3]} ({tokenizer.convert_ids_to_tokens(want[i : i + 3])})"
+    )
 
 
 def gguf_chat_template(path: Path) -> str | None:
@@ -278,7 +319,9 @@ def render_with_template(template: str, messages: list[dict], bos_token: str = "
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+    return env.from_string(template).render(
+        messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
+    )
 
 
 # ---------------------------------------------------------------- Ollama
@@ -286,7 +329,7 @@ def render_with_template(template: str, messages: list[dict], bos_token: str = "
 
 OLLAMA_TEMPLATES = {
     "qwen_vl": (
-        '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+        "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
         "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
     ),
     "gemma3": "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n<start_of_turn>model\n",
@@ -318,8 +361,14 @@ class ExportResult:
     parity: dict
 
 
-def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None, n_parity: int = 50, log=print,
-                leave_output_tensor: bool = False) -> ExportResult:
+def export_gguf(
+    recipe,
+    quants: list[str] | None = None,
+    out: str | None = None,
+    n_parity: int = 50,
+    log=print,
+    leave_output_tensor: bool = False,
+) -> ExportResult:
     """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
     from medzoo.atomic import write_json, write_text
     from medzoo.bench import primary_score
@@ -365,7 +414,15 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     ps = prompt_settings(recipe)
     prepared = prepare(rows, processor, family, ps, mode, settings)
     model = load_model(str(merged))
-    reference = hf_engine.generate(model, processor, prepared.prompts, prepared.images, recipe.bench.max_new_tokens, stop_token_ids(processor, family), batch_size=16)
+    reference = hf_engine.generate(
+        model,
+        processor,
+        prepared.prompts,
+        prepared.images,
+        recipe.bench.max_new_tokens,
+        stop_token_ids(processor, family),
+        batch_size=16,
+    )
     reference = [r.strip() for r in reference]
     del model
 
@@ -374,7 +431,9 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     template_ok = None
     if template:
         tok = processor.tokenizer
-        rendered = render_with_template(template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+        rendered = render_with_template(
+            template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""
+        )
         template_ok = rendered == prepared.prompts[0]
 
     # ... and tokenize it into the same ids (the special tokens kept their special type).
@@ -394,12 +453,26 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         answers_of[q] = answers
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
         metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
-        table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6, "agreement": agree, "metric": metric,
-                      "examples_differing": [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r][:10]})
-        log(f"export: {q}: {agree:.1%} of answers equal the merged HF model's; task metric {metric:.3f} (HF {ref_metric:.3f})")
+        table.append(
+            {
+                "quant": q,
+                "file": files[q].name,
+                "size_mb": files[q].stat().st_size / 1e6,
+                "agreement": agree,
+                "metric": metric,
+                "examples_differing": [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r][
+                    :10
+                ],
+            }
+        )
+        log(
+            f"export: {q}: {agree:.1%} of answers equal the merged HF model's; task metric {metric:.3f} (HF {ref_metric:.3f})"
+        )
         if abs(metric - ref_metric) > METRIC_TOLERANCE + 1e-9:  # 0.74 - 0.72 is 0.020000000000000018
-            log(f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
-                f"{'' if leave_output_tensor or q == 'f16' else 'try --leave-output-tensor, or '}compare on more examples (--parity N)")
+            log(
+                f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
+                f"{'' if leave_output_tensor or q == 'f16' else 'try --leave-output-tensor, or '}compare on more examples (--parity N)"
+            )
 
     # Where f16 differs, was the merged model itself nearly undecided? (Reloaded only then: a real
     # model and its GGUF need not fit in memory together.)
@@ -409,19 +482,34 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
         model = load_model(str(merged))
         stop = processor.tokenizer.convert_tokens_to_ids(family.end_of_turn)  # what ends a trained answer
         for i, (a, r) in enumerate(zip(answers_of["f16"], reference)):
-            if a != r and answer_margin(model, processor, prepared.prompts[i], prepared.images[i], r, a, stop) < NEAR_TIE_LOGITS:
+            if (
+                a != r
+                and answer_margin(model, processor, prepared.prompts[i], prepared.images[i], r, a, stop)
+                < NEAR_TIE_LOGITS
+            ):
                 f16["near_ties"].append(rows[i]["id"])
         del model
     f16["agreement_beyond_near_ties"] = f16["agreement"] + len(f16["near_ties"]) / len(rows)
     if f16["near_ties"]:
-        log(f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model (its lead < {NEAR_TIE_LOGITS} logits)")
+        log(
+            f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model (its lead < {NEAR_TIE_LOGITS} logits)"
+        )
 
     parity = {
-        "examples": len(rows), "split": split, "prompt_mode": mode, "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
-        "reference": "merged model, transformers greedy", "reference_metric": ref_metric, "mmproj": mmproj.name,
-        "mmproj_size_mb": mmproj.stat().st_size / 1e6, "chat_template_matches_training": template_ok,
-        "tokenization_matches_training": token_mismatch is None, "tokenization_mismatch": token_mismatch, "quantizations": table,
-        "image_tokens": list(budget) if budget else None, "leave_output_tensor": leave_output_tensor,
+        "examples": len(rows),
+        "split": split,
+        "prompt_mode": mode,
+        "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
+        "reference": "merged model, transformers greedy",
+        "reference_metric": ref_metric,
+        "mmproj": mmproj.name,
+        "mmproj_size_mb": mmproj.stat().st_size / 1e6,
+        "chat_template_matches_training": template_ok,
+        "tokenization_matches_training": token_mismatch is None,
+        "tokenization_mismatch": token_mismatch,
+        "quantizations": table,
+        "image_tokens": list(budget) if budget else None,
+        "leave_output_tensor": leave_output_tensor,
         "f16_min_agreement": F16_MIN_AGREEMENT,
     }
     write_json(out_dir / "parity.json", parity)
@@ -434,19 +522,27 @@ def export_gguf(recipe, quants: list[str] | None = None, out: str | None = None,
     os.rename(out_dir, final_dir)
     out_dir = final_dir
     if token_mismatch:
-        raise ExportError(f"llama.cpp tokenizes the training prompt differently from the HF tokenizer ({token_mismatch}); see {out_dir / 'parity.json'}")
+        raise ExportError(
+            f"llama.cpp tokenizes the training prompt differently from the HF tokenizer ({token_mismatch}); see {out_dir / 'parity.json'}"
+        )
     if f16["agreement_beyond_near_ties"] < F16_MIN_AGREEMENT:
-        raise ExportError(f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers "
-                          f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}")
+        raise ExportError(
+            f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers "
+            f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}"
+        )
     if template_ok is False:
-        raise ExportError(f"the GGUF's chat template renders a different prompt than training; see {out_dir / 'parity.json'}")
+        raise ExportError(
+            f"the GGUF's chat template renders a different prompt than training; see {out_dir / 'parity.json'}"
+        )
     listing = sorted(p.name for p in out_dir.iterdir() if p.is_file())
     return ExportResult(out_dir, listing, parity)
 
 
 def _default_system(processor) -> str | None:
     """The system prompt the chat template adds when none is given (Qwen: 'You are a helpful assistant.')."""
-    probe = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}], tokenize=False, add_generation_prompt=True)
+    probe = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "x"}]}], tokenize=False, add_generation_prompt=True
+    )
     marker = "<|im_start|>system\n"
     if marker in probe:
         return probe.split(marker, 1)[1].split("<|im_end|>", 1)[0]
@@ -470,7 +566,7 @@ ollama run {name} "Is there a polyp in the image? ./scan.png"
 def _run_snippet(name: str, files: dict, mmproj: Path, default_quant: str, budget: tuple[int, int] | None) -> str:
     return f"""# {name}: GGUF export
 
-Files: {', '.join(p.name for p in files.values())}, {mmproj.name} (vision projector), Modelfile, parity.json.
+Files: {", ".join(p.name for p in files.values())}, {mmproj.name} (vision projector), Modelfile, parity.json.
 
 {run_commands(name, files[default_quant].name, mmproj.name, budget)}
 """

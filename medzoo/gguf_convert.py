@@ -22,7 +22,6 @@ import runpy
 import sys
 from pathlib import Path
 
-
 MEDIA_MARKER = "<__media__>"  # llama.cpp's mtmd_default_marker(): where front ends place each image
 GEMMA3_IMAGE_PADDING = "\n\n"  # what transformers' Gemma3Processor adds on both sides of an image
 
@@ -35,7 +34,10 @@ def gemma3_llama_cpp_template(template: str) -> str:
     padded = GEMMA3_IMAGE_PADDING + MEDIA_MARKER + GEMMA3_IMAGE_PADDING
     out = template
     for trimmed in ("item['text'] | trim", "message['content'] | trim"):
-        out = out.replace("{{ " + trimmed + " }}", "{{ (" + trimmed + ") | replace(" + repr(MEDIA_MARKER) + ", " + repr(padded) + ") }}")
+        out = out.replace(
+            "{{ " + trimmed + " }}",
+            "{{ (" + trimmed + ") | replace(" + repr(MEDIA_MARKER) + ", " + repr(padded) + ") }}",
+        )
     return out
 
 

@@ -40,7 +40,16 @@ def prepare(rows, processor, family, settings, mode: str, image_settings: dict) 
     return out
 
 
-def answer(engine: str, model_path: str, prepared: Prepared, processor, family, max_new_tokens: int, progress: bool = False, image_settings: dict | None = None) -> list[str]:
+def answer(
+    engine: str,
+    model_path: str,
+    prepared: Prepared,
+    processor,
+    family,
+    max_new_tokens: int,
+    progress: bool = False,
+    image_settings: dict | None = None,
+) -> list[str]:
     """Greedy answers for prepared prompts from one engine ('hf' or 'vllm')."""
     from medzoo.models.loading import load_model, stop_token_ids
 
@@ -49,11 +58,15 @@ def answer(engine: str, model_path: str, prepared: Prepared, processor, family, 
         from medzoo.engines import hf_engine
 
         model = load_model(model_path)
-        return hf_engine.generate(model, processor, prepared.prompts, prepared.images, max_new_tokens, stops, progress=progress)
+        return hf_engine.generate(
+            model, processor, prepared.prompts, prepared.images, max_new_tokens, stops, progress=progress
+        )
     if engine == "vllm":
         from medzoo.engines import vllm_engine
 
-        llm = vllm_engine.load_engine(model_path, limit_images=max(len(i) for i in prepared.images), image_settings=image_settings)
+        llm = vllm_engine.load_engine(
+            model_path, limit_images=max(len(i) for i in prepared.images), image_settings=image_settings
+        )
         return vllm_engine.generate(llm, prepared.prompts, prepared.images, max_new_tokens, stops)
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
@@ -71,5 +84,14 @@ def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("h
         raise IndexError(f"--index {index}: split {split!r} has {len(ds)} examples")
     row = ds[index]
     prepared = prepare([row], processor, family, prompt_settings(recipe), mode, settings)
-    answers = {e: answer(e, model_path, prepared, processor, family, recipe.bench.max_new_tokens, image_settings=settings)[0] for e in engines}
-    return {"model": model_path, "id": row["id"], "prompt": prepared.prompts[0], "reference": row["answer"], "answers": answers}
+    answers = {
+        e: answer(e, model_path, prepared, processor, family, recipe.bench.max_new_tokens, image_settings=settings)[0]
+        for e in engines
+    }
+    return {
+        "model": model_path,
+        "id": row["id"],
+        "prompt": prepared.prompts[0],
+        "reference": row["answer"],
+        "answers": answers,
+    }

@@ -24,7 +24,11 @@ LAUNCHERS = ("torchrun", "accelerate")
 
 
 def config_names() -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in resources.files("medzoo").joinpath("launch_configs").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")]
+        for p in resources.files("medzoo").joinpath("launch_configs").iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 def config_path(name: str) -> Path:
@@ -35,7 +39,9 @@ def config_path(name: str) -> Path:
         return Path(name)
     path = Path(str(resources.files("medzoo").joinpath("launch_configs", f"{name}.yaml")))
     if not path.exists():
-        raise ValueError(f"--config {name}: expected one of {', '.join(config_names())} or a path to an accelerate config file")
+        raise ValueError(
+            f"--config {name}: expected one of {', '.join(config_names())} or a path to an accelerate config file"
+        )
     return path
 
 
@@ -56,8 +62,9 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch_command(train_args: list[str], nproc: int, launcher: str | None = None, config: str | None = None,
-                   launcher_args: str = "") -> list[str]:
+def launch_command(
+    train_args: list[str], nproc: int, launcher: str | None = None, config: str | None = None, launcher_args: str = ""
+) -> list[str]:
     """The command line that runs `medzoo train <train_args>` in `nproc` processes per node.
 
     `launcher_args` go to the launcher untouched (multi-node: `--nnodes 2 --node-rank 0

@@ -140,7 +140,9 @@ def merge(
         if getattr(merged, "generation_config", None) is not None:
             merged.generation_config.save_pretrained(str(tmp))
         write_json(tmp / MERGE_INFO, info)
-    log(f"merge: wrote {out} (max |logit diff| {max_diff if max_diff is not None else 'n/a'} on {len(check_inputs or [])} examples)")
+    log(
+        f"merge: wrote {out} (max |logit diff| {max_diff if max_diff is not None else 'n/a'} on {len(check_inputs or [])} examples)"
+    )
     return info
 
 
@@ -158,13 +160,22 @@ def write_added_tokens_decoder(folder: Path, tokenizer) -> None:
     if config.get("added_tokens_decoder"):
         return
     config["added_tokens_decoder"] = {
-        str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
+        str(i): {
+            "content": t.content,
+            "lstrip": t.lstrip,
+            "normalized": t.normalized,
+            "rstrip": t.rstrip,
+            "single_word": t.single_word,
+            "special": t.special,
+        }
         for i, t in sorted(tokenizer.added_tokens_decoder.items())
     }
     write_json(path, config)
 
 
-def merge_for_recipe(recipe, adapter: str | None = None, out: str | None = None, n_check: int = 4, force: bool = False, log=print) -> dict:
+def merge_for_recipe(
+    recipe, adapter: str | None = None, out: str | None = None, n_check: int = 4, force: bool = False, log=print
+) -> dict:
     """`medzoo merge RECIPE`: the recipe's trained adapter (or `adapter`) into `<run_dir>/merged`."""
     from medzoo.data.sources import first_rows
     from medzoo.inference import prepare
@@ -173,10 +184,14 @@ def merge_for_recipe(recipe, adapter: str | None = None, out: str | None = None,
 
     adapter_dir = Path(adapter) if adapter else recipe.run_path() / "adapter"
     if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter")
+        raise FileNotFoundError(
+            f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter"
+        )
     base = recipe_base(recipe)
     _, rows = first_rows(recipe.data, recipe.bench.split, n_check)
-    prepared = prepare(rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings)
+    prepared = prepare(
+        rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings
+    )
     out_dir = Path(out) if out else recipe.run_path() / "merged"
     checks = verification_inputs(base.processor, prepared, n_check)
     return merge(base.path, adapter_dir, out_dir, base.processor, checks, force=force, family=base.family, log=log)

@@ -101,7 +101,9 @@ class Encoder:
         self.mode = mode
         self.image_settings = image_settings
         tok = processor.tokenizer
-        self.image_token_ids = {i for i in tok.convert_tokens_to_ids(list(family.image_tokens)) if i is not None and i != tok.unk_token_id}
+        self.image_token_ids = {
+            i for i in tok.convert_tokens_to_ids(list(family.image_tokens)) if i is not None and i != tok.unk_token_id
+        }
         self.end_id = tok.convert_tokens_to_ids(family.end_of_turn)
 
     def texts(self, row) -> tuple[str, str, list]:
@@ -116,7 +118,9 @@ class Encoder:
         prompt = render(self.processor, build_messages(row, **kwargs)[0], add_generation_prompt=True)
         full = render(self.processor, build_messages(row, with_answer=True, **kwargs)[0], add_generation_prompt=False)
         if not full.startswith(prompt):
-            raise ValueError(f"{self.family.name}: the chat template does not render the prompt as a prefix of the answered conversation")
+            raise ValueError(
+                f"{self.family.name}: the chat template does not render the prompt as a prefix of the answered conversation"
+            )
         return prompt, full, images
 
     def encode(self, row) -> dict:
@@ -149,7 +153,10 @@ def encode_dataset(ds, encoder: Encoder, desc: str = "preprocess"):
 
     def fn(row):
         out = encoder.encode(row)
-        return {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v) for k, v in out.items()}
+        return {
+            k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+            for k, v in out.items()
+        }
 
     keep = ["id", "task"]
     remove = [c for c in ds.column_names if c not in keep]
@@ -167,19 +174,31 @@ class Collator:
 
         longest = max(len(r["input_ids"]) for r in rows)
         batch = {}
-        pads = {"input_ids": self.pad_id, "labels": IGNORE, "attention_mask": 0, "token_type_ids": 0, "mm_token_type_ids": 0}
+        pads = {
+            "input_ids": self.pad_id,
+            "labels": IGNORE,
+            "attention_mask": 0,
+            "token_type_ids": 0,
+            "mm_token_type_ids": 0,
+        }
         for key, pad in pads.items():
             if key in rows[0]:
-                batch[key] = torch.tensor([list(r[key]) + [pad] * (longest - len(r[key])) for r in rows], dtype=torch.long)
+                batch[key] = torch.tensor(
+                    [list(r[key]) + [pad] * (longest - len(r[key])) for r in rows], dtype=torch.long
+                )
         if "pixel_values" in rows[0]:
             pv = [torch.as_tensor(r["pixel_values"], dtype=torch.float32) for r in rows]
             # Qwen: (patches, dim) per example -> concatenated; Gemma: (n_img, 3, H, W) -> concatenated.
             batch["pixel_values"] = torch.cat(pv, dim=0)
         if "image_grid_thw" in rows[0]:
-            batch["image_grid_thw"] = torch.cat([torch.as_tensor(r["image_grid_thw"], dtype=torch.long) for r in rows], dim=0)
+            batch["image_grid_thw"] = torch.cat(
+                [torch.as_tensor(r["image_grid_thw"], dtype=torch.long) for r in rows], dim=0
+            )
         return batch
 
 
 def describe_masking(ids: list[int], labels: list[int], tokenizer) -> str:
     """Human-readable view of which tokens carry loss (used by --dry-run)."""
-    return json.dumps([(tokenizer.convert_ids_to_tokens(i), lab != IGNORE) for i, lab in zip(ids, labels) if lab != IGNORE])
+    return json.dumps(
+        [(tokenizer.convert_ids_to_tokens(i), lab != IGNORE) for i, lab in zip(ids, labels) if lab != IGNORE]
+    )

@@ -50,7 +50,9 @@ class PromptSettings:
     """What a recipe says about prompts (see medzoo.recipe)."""
 
     static: str = DEFAULT_STATIC_PROMPT
-    adaptive: dict = field(default_factory=lambda: {k: {"keywords": v[0], "prompt": v[1]} for k, v in DEFAULT_ADAPTIVE_CATEGORIES.items()})
+    adaptive: dict = field(
+        default_factory=lambda: {k: {"keywords": v[0], "prompt": v[1]} for k, v in DEFAULT_ADAPTIVE_CATEGORIES.items()}
+    )
     train_mode: str = "none"  # which prompt mode training uses
 
 
@@ -79,7 +81,9 @@ def user_text(example: dict, perceived_size: tuple[int, int] | None = None) -> s
     task = example.get("task", "vqa")
     if task not in FORMAT_REQUIREMENTS:
         return example["question"]
-    meta = json.loads(example["metadata"]) if isinstance(example.get("metadata"), str) else example.get("metadata") or {}
+    meta = (
+        json.loads(example["metadata"]) if isinstance(example.get("metadata"), str) else example.get("metadata") or {}
+    )
     native_w, native_h = meta.get("image_size", perceived_size or (0, 0))
     sx, sy = meta.get("pixel_spacing_mm", [1.0, 1.0])[::-1]
     w, h = perceived_size or (native_w, native_h)
@@ -121,7 +125,9 @@ def corpus_lines() -> list[str]:
     lines = [DEFAULT_STATIC_PROMPT, *FORMAT_REQUIREMENTS.values()]
     for keywords, prompt in DEFAULT_ADAPTIVE_CATEGORIES.values():
         lines += [prompt, " ".join(keywords)]
-    lines.append("Task: Additional information: Format requirement: the image is pixels; one pixel is mm wide and high.")
+    lines.append(
+        "Task: Additional information: Format requirement: the image is pixels; one pixel is mm wide and high."
+    )
     return lines
 
 

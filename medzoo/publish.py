@@ -43,7 +43,9 @@ def _copy_tree(src: Path, dest: Path, skip=()) -> None:
             shutil.copy2(p, target)
 
 
-def stage(recipe, repo_id: str, what: list[str], out: Path | None = None, export_dir: Path | None = None) -> tuple[Path, list[str]]:
+def stage(
+    recipe, repo_id: str, what: list[str], out: Path | None = None, export_dir: Path | None = None
+) -> tuple[Path, list[str]]:
     """Write the folder that would be uploaded (atomically) and return it with its file list."""
     from medzoo.atomic import build_dir, write_json
     from medzoo.card import build_card, latest_bench
@@ -56,9 +58,18 @@ def stage(recipe, repo_id: str, what: list[str], out: Path | None = None, export
     sources = {"adapter": run / "adapter", "merged": run / "merged", "gguf": export_dir}
     for w in what:
         if not sources[w].exists():
-            hint = {"adapter": f"medzoo train {recipe.name}", "merged": f"medzoo merge {recipe.name}", "gguf": f"medzoo export {recipe.name} --gguf"}[w]
+            hint = {
+                "adapter": f"medzoo train {recipe.name}",
+                "merged": f"medzoo merge {recipe.name}",
+                "gguf": f"medzoo export {recipe.name} --gguf",
+            }[w]
             raise FileNotFoundError(f"{sources[w]}: nothing to publish for --what {w}; run `{hint}` first")
-    card = build_card(recipe, repo_id=repo_id, what="adapter" if what == ["adapter"] or "merged" not in what else "merged", export_dir=export_dir)
+    card = build_card(
+        recipe,
+        repo_id=repo_id,
+        what="adapter" if what == ["adapter"] or "merged" not in what else "merged",
+        export_dir=export_dir,
+    )
     out = out or run / "publish" / repo_id.replace("/", "--")
     if out.exists():
         shutil.rmtree(out)
@@ -140,6 +151,12 @@ def publish(
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     changed, same = conflicts(api, repo_id, folder, files, revision)
     if changed and not force:
-        raise PublishError(f"{repo_id}: {len(changed)} file(s) already exist with different content ({', '.join(changed[:3])}); pass --force to overwrite")
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message, revision=revision, repo_type="model")
-    return PublishResult(folder, files, True, repo_id, message, commit_url=getattr(info, "commit_url", None), unchanged=same)
+        raise PublishError(
+            f"{repo_id}: {len(changed)} file(s) already exist with different content ({', '.join(changed[:3])}); pass --force to overwrite"
+        )
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message=message, revision=revision, repo_type="model"
+    )
+    return PublishResult(
+        folder, files, True, repo_id, message, commit_url=getattr(info, "commit_url", None), unchanged=same
+    )

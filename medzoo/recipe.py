@@ -16,10 +16,11 @@ import difflib
 import hashlib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from medzoo.prompts import DEFAULT_ADAPTIVE_CATEGORIES, DEFAULT_STATIC_PROMPT, PROMPT_MODES
 
@@ -56,7 +57,7 @@ class RegistryEntry:
     """One named dataset of a conversation-JSON mix (the FLARE25 guide's data registry)."""
 
     annotation: str = ""  # the JSON/JSONL file
-    images: Optional[str] = None  # its image folder (default: next to the annotation file)
+    images: str | None = None  # its image folder (default: next to the annotation file)
 
 
 @dataclass
@@ -68,11 +69,13 @@ class DataSpec:
     source: Literal["phantom", "disk", "hub", "conversations", "table"] = "phantom"
     # A folder / file / Hub id; for conversations and table a file, or a folder with
     # train/validation/test files. "fixture:NAME" generates offline stand-in data in a seed's schema.
-    path: Optional[str] = None
-    images_root: Optional[str] = None  # image paths are relative to this (default: the annotation file's folder)
-    registry: dict[str, "RegistryEntry"] = field(default_factory=dict)  # conversations: named annotation files
-    mix: Optional[str] = None  # conversations: "name%N,name2" from the registry (N = percent sampled)
-    tasks: list[Literal["vqa", "distance", "angle", "detection", "lesion-size"]] = field(default_factory=lambda: ["vqa"])
+    path: str | None = None
+    images_root: str | None = None  # image paths are relative to this (default: the annotation file's folder)
+    registry: dict[str, RegistryEntry] = field(default_factory=dict)  # conversations: named annotation files
+    mix: str | None = None  # conversations: "name%N,name2" from the registry (N = percent sampled)
+    tasks: list[Literal["vqa", "distance", "angle", "detection", "lesion-size"]] = field(
+        default_factory=lambda: ["vqa"]
+    )
     n_train: int = field(default=200, metadata=POSITIVE_INT)  # phantom examples per task and split
     n_val: int = field(default=50, metadata=POSITIVE_INT)
     n_test: int = field(default=50, metadata=POSITIVE_INT)
@@ -80,9 +83,9 @@ class DataSpec:
     image_size: int = field(default=128, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
     box_origin: Literal["upper-left", "lower-left"] = "lower-left"
     background: Literal["synthetic", "dicom"] = "synthetic"
-    limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    limit_val: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    limit_test: Optional[int] = field(default=None, metadata=POSITIVE_INT)
+    limit_train: int | None = field(default=None, metadata=POSITIVE_INT)
+    limit_val: int | None = field(default=None, metadata=POSITIVE_INT)
+    limit_test: int | None = field(default=None, metadata=POSITIVE_INT)
     per_task_limit: dict[str, int] = field(default_factory=dict)
     drop_answers: list[str] = field(default_factory=lambda: ["", "nan"])  # rows with these answers are dropped
 
@@ -91,9 +94,9 @@ class DataSpec:
 class ImageSpec:
     """How the model's processor sizes images; unset fields keep the processor's own setting."""
 
-    min_pixels: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # Qwen families
-    max_pixels: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    image_size: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # Gemma: fixed square size
+    min_pixels: int | None = field(default=None, metadata=POSITIVE_INT)  # Qwen families
+    max_pixels: int | None = field(default=None, metadata=POSITIVE_INT)
+    image_size: int | None = field(default=None, metadata=POSITIVE_INT)  # Gemma: fixed square size
 
 
 @dataclass
@@ -103,7 +106,7 @@ class AdapterSpec:
     alpha: float = field(default=32, metadata=POSITIVE)
     dropout: float = field(default=0.05, metadata=UNIT)
     # "all-linear" = every linear layer of the language model; or a list of module names.
-    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
     modules_to_save: list[str] = field(default_factory=list)
     train_vision: bool = False  # also put LoRA on the vision tower and projector
 
@@ -113,19 +116,21 @@ class StageSpec:
     """One curriculum stage: continues from the previous stage's adapter."""
 
     name: str = "stage"
-    tasks: Optional[list[str]] = None
-    stage_filter: Optional[str] = None  # keep rows whose `stage` column equals this
-    categories: Optional[list[str]] = None  # keep rows whose `category` column is one of these (phantom VQA: location, ...)
-    epochs: Optional[float] = field(default=None, metadata=POSITIVE)
-    max_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    lr: Optional[float] = field(default=None, metadata=POSITIVE)
+    tasks: list[str] | None = None
+    stage_filter: str | None = None  # keep rows whose `stage` column equals this
+    categories: list[str] | None = (
+        None  # keep rows whose `category` column is one of these (phantom VQA: location, ...)
+    )
+    epochs: float | None = field(default=None, metadata=POSITIVE)
+    max_steps: int | None = field(default=None, metadata=POSITIVE_INT)
+    limit_train: int | None = field(default=None, metadata=POSITIVE_INT)
+    lr: float | None = field(default=None, metadata=POSITIVE)
 
 
 @dataclass
 class TrainSpec:
     epochs: float = field(default=1.0, metadata=POSITIVE)
-    max_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # overrides epochs when set
+    max_steps: int | None = field(default=None, metadata=POSITIVE_INT)  # overrides epochs when set
     lr: float = field(default=2e-4, metadata=POSITIVE)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = field(default=0.03, metadata=UNIT)
@@ -134,11 +139,13 @@ class TrainSpec:
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
     max_grad_norm: float = field(default=1.0, metadata=POSITIVE)
     # transformers' optimizer names (the 8-bit ones need bitsandbytes on CUDA).
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = "adamw_torch"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = (
+        "adamw_torch"
+    )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     seed: int = 0
-    threads: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # torch threads; None = auto
+    threads: int | None = field(default=None, metadata=POSITIVE_INT)  # torch threads; None = auto
     save_steps: int = field(default=100, metadata=POSITIVE_INT)
     save_total_limit: int = field(default=2, metadata=POSITIVE_INT)
     eval_steps: int = field(default=100, metadata=POSITIVE_INT)
@@ -165,11 +172,11 @@ class PromptSpec:
 @dataclass
 class BenchSpec:
     split: Literal["train", "validation", "test"] = "test"
-    limit: Optional[int] = field(default=None, metadata=POSITIVE_INT)
+    limit: int | None = field(default=None, metadata=POSITIVE_INT)
     max_new_tokens: int = field(default=32, metadata=POSITIVE_INT)
     engine: Literal["vllm", "hf"] = "vllm"
     prompts: list[Literal["none", "static", "adaptive"]] = field(default_factory=lambda: list(PROMPT_MODES))
-    bertscore_model: Optional[str] = None  # None = the offline all-MiniLM-L6-v2 from PyPI
+    bertscore_model: str | None = None  # None = the offline all-MiniLM-L6-v2 from PyPI
     # vLLM scaling, passed through: GPUs per model copy, pipeline stages, model copies.
     tensor_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
     pipeline_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
@@ -181,11 +188,11 @@ class ParamSpec:
     """One hyper-parameter of a `medzoo tune` search space (keyed by its recipe path, e.g. train.lr)."""
 
     type: Literal["float", "int", "categorical"] = "float"
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
-    step: Optional[float] = field(default=None, metadata=POSITIVE)
-    choices: list[Union[int, float, str, bool]] = field(default_factory=list)
+    step: float | None = field(default=None, metadata=POSITIVE)
+    choices: list[int | float | str | bool] = field(default_factory=list)
 
 
 def _guide_space() -> dict[str, ParamSpec]:
@@ -205,8 +212,8 @@ class TuneSpec:
 
     trials: int = field(default=20, metadata=POSITIVE_INT)  # finished trials the study aims for (resumes count)
     objective: Literal["eval_loss", "val_exact_match"] = "eval_loss"
-    max_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # per trial; default: the recipe's length
-    eval_steps: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # intermediate evaluations (pruning)
+    max_steps: int | None = field(default=None, metadata=POSITIVE_INT)  # per trial; default: the recipe's length
+    eval_steps: int | None = field(default=None, metadata=POSITIVE_INT)  # intermediate evaluations (pruning)
     eval_limit: int = field(default=50, metadata=POSITIVE_INT)  # validation examples generated for val_exact_match
     sampler_seed: int = 0
     pruner_startup_trials: int = field(default=5, metadata=NON_NEGATIVE_INT)
@@ -221,7 +228,7 @@ class Recipe:
     description: str = ""
     license: str = "apache-2.0"
     seed: int = 0  # zoo model seed
-    run_dir: Optional[str] = None  # default: runs/<name>
+    run_dir: str | None = None  # default: runs/<name>
     data: DataSpec = field(default_factory=DataSpec)
     image: ImageSpec = field(default_factory=ImageSpec)
     adapter: AdapterSpec = field(default_factory=AdapterSpec)
@@ -230,7 +237,7 @@ class Recipe:
     bench: BenchSpec = field(default_factory=BenchSpec)
     tune: TuneSpec = field(default_factory=TuneSpec)
 
-    source: Optional[str] = field(default=None, metadata={"internal": True})  # file it was read from
+    source: str | None = field(default=None, metadata={"internal": True})  # file it was read from
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -260,7 +267,7 @@ def _describe(tp) -> str:
         return "true or false"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         parts = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(parts) + (" (or null)" if type(None) in args else "")
     if origin is list:
@@ -288,7 +295,7 @@ def _show(value) -> str:
 def _convert(value, tp, where: str, meta: dict):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
@@ -365,7 +372,9 @@ def _cross_checks(recipe: Recipe) -> None:
             raise RecipeError(str(e)) from None
         for name, _ in names:
             if name not in recipe.data.registry:
-                raise RecipeError(f"data.mix: {name!r} is not in data.registry (has: {', '.join(recipe.data.registry) or 'nothing'})")
+                raise RecipeError(
+                    f"data.mix: {name!r} is not in data.registry (has: {', '.join(recipe.data.registry) or 'nothing'})"
+                )
     elif recipe.data.source != "phantom" and not recipe.data.path:
         raise RecipeError(f"data.path: required when data.source is {recipe.data.source!r}")
     if recipe.base.startswith("zoo:"):
@@ -375,7 +384,9 @@ def _cross_checks(recipe: Recipe) -> None:
         if name not in ZOO:
             close = difflib.get_close_matches(name, ZOO, n=1)
             hint = f" (did you mean 'zoo:{close[0]}'?)" if close else ""
-            raise RecipeError(f"base: unknown zoo model {recipe.base!r}{hint}; known: {', '.join('zoo:' + z for z in ZOO)}")
+            raise RecipeError(
+                f"base: unknown zoo model {recipe.base!r}{hint}; known: {', '.join('zoo:' + z for z in ZOO)}"
+            )
     for path, p in recipe.tune.space.items():
         _check_param(recipe, path, p)
     for name, cat in recipe.prompts.adaptive.items():

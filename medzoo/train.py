@@ -56,7 +56,7 @@ class TrainContext:
     drops: dict = field(default_factory=dict)
 
     @classmethod
-    def for_recipe(cls, recipe) -> "TrainContext":
+    def for_recipe(cls, recipe) -> TrainContext:
         """Resolve the recipe's base model, family, image settings, processor and prompt settings."""
         from medzoo.models.loading import recipe_base
         from medzoo.recipe import prompt_settings
@@ -103,8 +103,14 @@ def choose_threads(recipe, n_params: int | None = None) -> int:
 # ---------------------------------------------------------------- data
 
 
-def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, stage_filter: str | None = None,
-                  categories: list[str] | None = None):
+def prepare_split(
+    ctx: TrainContext,
+    data_spec,
+    split: str,
+    limit: int | None,
+    stage_filter: str | None = None,
+    categories: list[str] | None = None,
+):
     """Cleaned, limited, encoded split (cached on disk). Returns (dataset, cache_hit)."""
     from medzoo.cache import cached_dataset
     from medzoo.data.sources import load_splits
@@ -114,7 +120,9 @@ def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, s
     if split not in dd:
         if split == "validation" and "train" in dd:
             # No validation split given: hold out a deterministic slice of train.
-            parts = dd["train"].train_test_split(test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed)
+            parts = dd["train"].train_test_split(
+                test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed
+            )
             dd = {"train": parts["train"], "validation": parts["test"]}
         else:
             raise ValueError(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
@@ -150,7 +158,9 @@ def prepare_split(ctx: TrainContext, data_spec, split: str, limit: int | None, s
                 raise ValueError(f"train.stages: categories {categories} need a 'category' column in the dataset")
             wanted, present = set(categories), sorted(set(ds["category"]))
             if not wanted & set(present):
-                raise ValueError(f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})")
+                raise ValueError(
+                    f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})"
+                )
             ds = ds.filter(lambda c: c in wanted, input_columns="category")
         ds = clean_rows(ds, data_spec.drop_answers, counter)
         ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
@@ -181,15 +191,22 @@ def _progress_callback():
         """One progress bar with the latest loss and throughput (examples/s)."""
 
         def on_train_begin(self, args, state, control, **kw):
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
             self.t0, self.step0 = time.perf_counter(), state.global_step
-            self.per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+            self.per_step = (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+            )
 
         def on_step_end(self, args, state, control, **kw):
             self.bar.update(state.global_step - self.bar.n)
             dt = time.perf_counter() - self.t0
             if dt > 0:
-                self.bar.set_postfix_str(f"{(state.global_step - self.step0) * self.per_step / dt:.1f} ex/s" + self._loss(state), refresh=False)
+                self.bar.set_postfix_str(
+                    f"{(state.global_step - self.step0) * self.per_step / dt:.1f} ex/s" + self._loss(state),
+                    refresh=False,
+                )
 
         @staticmethod
         def _loss(state):
@@ -346,13 +363,25 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     from medzoo.metrics import exact_match
     from medzoo.models.loading import stop_token_ids
 
-    prepared = prepare(rows, ctx.processor, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
+    prepared = prepare(
+        rows, ctx.processor, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings
+    )
     model.eval()
-    preds = hf_engine.generate(model, ctx.processor, prepared.prompts, prepared.images, max_new_tokens, stop_token_ids(ctx.processor, ctx.family), batch_size=16)
+    preds = hf_engine.generate(
+        model,
+        ctx.processor,
+        prepared.prompts,
+        prepared.images,
+        max_new_tokens,
+        stop_token_ids(ctx.processor, ctx.family),
+        batch_size=16,
+    )
     model.train()
     hits: dict[str, list[bool]] = {}
     for pred, row in zip(preds, rows):
-        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(bool(exact_match(pred, row["answer"])))
+        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(
+            bool(exact_match(pred, row["answer"]))
+        )
     everything = [h for v in hits.values() for h in v]
     return {
         "overall": sum(everything) / max(len(everything), 1),
@@ -360,8 +389,16 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     }
 
 
-def train(recipe, resume: bool = False, overwrite: bool = False, dry_run: bool = False, eval_limit: int = 100, log=print,
-          callbacks: list | None = None, progress: bool = True) -> dict:
+def train(
+    recipe,
+    resume: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    eval_limit: int = 100,
+    log=print,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json).
 
     `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook)."""
@@ -375,18 +412,19 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     import torch
     from transformers import set_seed
 
+    from medzoo import launch
     from medzoo.adapters import attach_adapter, load_base_for_training, trainable_parameters
     from medzoo.atomic import write_json, write_text
     from medzoo.preprocess import Collator
-
-    from medzoo import launch
 
     run_dir = recipe.run_path()
     main = launch.is_main()  # under torchrun / accelerate only rank 0 writes files and logs
     if not main:
         log, progress = (lambda *a: None), False
     if main and run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
-        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over")
+        raise FileExistsError(
+            f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over"
+        )
     if main and overwrite and run_dir.exists() and not dry_run:
         shutil.rmtree(run_dir)
 
@@ -410,9 +448,13 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     for stage in stages:
         stage_dir = run_dir / "stages" / stage.dirname
         with launch.main_process_first():
-            train_ds, hit = prepare_split(ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter, stage.categories)
+            train_ds, hit = prepare_split(
+                ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter, stage.categories
+            )
         cache_builds[f"train:{stage.dirname}"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
-        log(f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})")
+        log(
+            f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})"
+        )
         if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:
             log(f"stage {stage.dirname}: already finished, continuing from its adapter")
             prev_adapter = stage_dir
@@ -420,11 +462,23 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
             continue
         if model is None:
             set_seed(recipe.train.seed)
-            model = attach_adapter(base, family, recipe.adapter, recipe.train.gradient_checkpointing, str(prev_adapter) if prev_adapter else None)
+            model = attach_adapter(
+                base,
+                family,
+                recipe.adapter,
+                recipe.train.gradient_checkpointing,
+                str(prev_adapter) if prev_adapter else None,
+            )
         trainable, total = trainable_parameters(model)
         checkpoint = _latest_checkpoint(run_dir / "checkpoints" / stage.dirname) if resume else None
-        args = _training_args(recipe, stage, run_dir / "checkpoints" / stage.dirname, run_dir / "logs" / stage.dirname, True,
-                              eval_on_start=not checkpoint and not dry_run)
+        args = _training_args(
+            recipe,
+            stage,
+            run_dir / "checkpoints" / stage.dirname,
+            run_dir / "logs" / stage.dirname,
+            True,
+            eval_on_start=not checkpoint and not dry_run,
+        )
         trainer = _trainer_class()(
             model=model,
             args=args,
@@ -444,7 +498,9 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
         initial_sha = adapter_digest(model)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
-        eval_before = None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
+        eval_before = (
+            None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
+        )
         seconds = time.perf_counter() - t0
         eval_metrics = trainer.evaluate()
         report = {
@@ -465,7 +521,9 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
             write_json(stage_dir / "stage.json", report)
         stage_reports.append(report)
         prev_adapter = stage_dir
-        log(f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, eval loss {report['eval_loss']:.4f}")
+        log(
+            f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, eval loss {report['eval_loss']:.4f}"
+        )
 
     if not main:
         return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": stage_reports}
@@ -490,7 +548,11 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
         "dropped_rows": ctx.drops,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "quantized_4bit_layers": sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"),
+        "quantized_4bit_layers": sum(
+            1
+            for m in model.modules()
+            if type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"
+        ),
         "torch_threads": threads,
         "world_size": launch.world_size(),
         "preprocess_cache_built_by_ranks": cache_builds,
@@ -580,7 +642,11 @@ def _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, thr
     }
     log(f"trainable parameters: {trainable:,} of {total:,} ({report['trainable_percent']:.2f}%)")
     log(f"examples per epoch: {len(train_ds)}; steps per epoch: {steps_per_epoch}; total steps: {steps}")
-    log(f"first batch: {report['first_batch_shape']} tokens, {report['first_batch_loss_tokens']} carry loss, loss {report['first_batch_loss']:.4f}")
+    log(
+        f"first batch: {report['first_batch_shape']} tokens, {report['first_batch_loss_tokens']} carry loss, loss {report['first_batch_loss']:.4f}"
+    )
     m = report["memory_estimate_mb"]
-    log(f"memory estimate: {m['total']} MB (weights {m['weights']}, grads+optimizer {m['grads_and_optimizer']}, activations {m['activations_first_batch']})")
+    log(
+        f"memory estimate: {m['total']} MB (weights {m['weights']}, grads+optimizer {m['grads_and_optimizer']}, activations {m['activations_first_batch']})"
+    )
     return report

@@ -14,8 +14,8 @@ free lists are emptied (tests/test_tune.py checks RSS across 10 trials).
 from __future__ import annotations
 
 import gc
-import warnings
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +134,14 @@ def _objective(recipe, folder: Path, log):
         t0 = time.perf_counter()
         pruned = None
         try:
-            manifest = train(r, overwrite=True, eval_limit=spec.eval_limit if spec.objective == "val_exact_match" else 0,
-                             log=lambda *a: None, callbacks=callbacks, progress=False)
+            manifest = train(
+                r,
+                overwrite=True,
+                eval_limit=spec.eval_limit if spec.objective == "val_exact_match" else 0,
+                log=lambda *a: None,
+                callbacks=callbacks,
+                progress=False,
+            )
         except optuna.TrialPruned as e:
             pruned = str(e)  # leaving the except block drops the traceback, and with it the trial's model
         release_memory()
@@ -146,7 +152,10 @@ def _objective(recipe, folder: Path, log):
             raise optuna.TrialPruned(pruned)
         m = manifest["metrics"]
         value = m["eval_loss"] if spec.objective == "eval_loss" else m["val_exact_match"]
-        log(f"trial {trial.number}: {spec.objective} {value:.4f}  " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+        log(
+            f"trial {trial.number}: {spec.objective} {value:.4f}  "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+        )
         return float(value)
 
     return objective
@@ -166,7 +175,9 @@ def _study(recipe, storage: str):
         load_if_exists=True,
         direction="minimize" if spec.objective == "eval_loss" else "maximize",
         sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_steps),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_steps
+        ),
     )
 
 
@@ -186,7 +197,14 @@ def _worker(recipe, storage: str, folder: str, target: int, timeout) -> None:
         study.optimize(_objective(recipe, Path(folder), print), timeout=timeout, callbacks=[done], gc_after_trial=True)
 
 
-def tune(recipe, trials: int | None = None, storage: str | None = None, timeout: float | None = None, jobs: int = 1, log=print) -> TuneResult:
+def tune(
+    recipe,
+    trials: int | None = None,
+    storage: str | None = None,
+    timeout: float | None = None,
+    jobs: int = 1,
+    log=print,
+) -> TuneResult:
     """Run (or continue) the recipe's study until it has `trials` finished trials; write the best recipe."""
     import optuna
 
@@ -203,22 +221,36 @@ def tune(recipe, trials: int | None = None, storage: str | None = None, timeout:
     if stale:
         log(f"marked {len(stale)} trial(s) of a killed run as failed")
     remaining = target - _finished(study)
-    log(f"study {recipe.name!r} in {storage}: {_finished(study)} finished trials, running up to {max(remaining, 0)} more "
-        f"(objective {recipe.tune.objective}, {len(recipe.tune.space)} parameters)")
+    log(
+        f"study {recipe.name!r} in {storage}: {_finished(study)} finished trials, running up to {max(remaining, 0)} more "
+        f"(objective {recipe.tune.objective}, {len(recipe.tune.space)} parameters)"
+    )
     if remaining > 0:
         jobs = _jobs_that_fit(recipe, jobs, log)
         if jobs == 1:
-            done = optuna.study.MaxTrialsCallback(target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
+            done = optuna.study.MaxTrialsCallback(
+                target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
+            )
             with loaded_once():  # the dataset is read once for all trials, not once per trial
-                study.optimize(_objective(recipe, folder, log), n_trials=remaining, timeout=timeout,
-                               callbacks=[done], gc_after_trial=True, show_progress_bar=True)
+                study.optimize(
+                    _objective(recipe, folder, log),
+                    n_trials=remaining,
+                    timeout=timeout,
+                    callbacks=[done],
+                    gc_after_trial=True,
+                    show_progress_bar=True,
+                )
         else:
             if not storage.startswith(("sqlite:", "postgresql:", "mysql:")):
-                raise ValueError(f"--jobs {jobs}: parallel trials share the study through a database; --storage {storage} is not one")
+                raise ValueError(
+                    f"--jobs {jobs}: parallel trials share the study through a database; --storage {storage} is not one"
+                )
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=(recipe, storage, str(folder), target, timeout)) for _ in range(jobs)]
+            procs = [
+                ctx.Process(target=_worker, args=(recipe, storage, str(folder), target, timeout)) for _ in range(jobs)
+            ]
             for p in procs:
                 p.start()
             for p in procs:
@@ -270,16 +302,32 @@ def _report(recipe, study, storage: str, folder: Path, log) -> TuneResult:
         best_value, best_params = best.value, dict(best.params)
         tuned = apply_values(recipe, best_params, name=f"{recipe.name}-tuned", run_dir=None)
         best_recipe = folder / "best-recipe.yaml"
-        header = (f"# {recipe.name} with the best values of Optuna study {recipe.name!r} (trial {best.number}, "
-                  f"{recipe.tune.objective} {best_value:.4f}).\n# Train it: medzoo train {best_recipe}\n")
+        header = (
+            f"# {recipe.name} with the best values of Optuna study {recipe.name!r} (trial {best.number}, "
+            f"{recipe.tune.objective} {best_value:.4f}).\n# Train it: medzoo train {best_recipe}\n"
+        )
         write_text(best_recipe, header + yaml.safe_dump(tuned.to_dict(), sort_keys=False))
         write_text(folder / "best-overrides.txt", "".join(f"--set {k}={v}\n" for k, v in best_params.items()))
-    write_json(folder / "trials.json", {"study": recipe.name, "storage": storage, "objective": recipe.tune.objective,
-                                       "best_value": best_value, "best_params": best_params, "trials": rows})
+    write_json(
+        folder / "trials.json",
+        {
+            "study": recipe.name,
+            "storage": storage,
+            "objective": recipe.tune.objective,
+            "best_value": best_value,
+            "best_params": best_params,
+            "trials": rows,
+        },
+    )
     counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-    log(f"trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {counts['RUNNING']} running")
+    log(
+        f"trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, {counts['RUNNING']} running"
+    )
     if best_params is not None:
         log(f"best {recipe.tune.objective}: {best_value:.4f}")
-        log("| parameter | best value |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in best_params.items()))
+        log(
+            "| parameter | best value |\n|---|---|\n"
+            + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in best_params.items())
+        )
         log(f"ready-to-train recipe: {best_recipe}")
     return TuneResult(recipe.name, storage, best_value, best_params or {}, best_recipe, rows, folder)

@@ -30,10 +30,21 @@ class ZooEntry:
 ZOO = {
     e.name: e
     for e in (
-        ZooEntry("tiny-qwen2-vl", "qwen2_vl", "Qwen2-VL architecture, 2 layers, hidden 64", "Qwen/Qwen2-VL-7B-Instruct"),
-        ZooEntry("tiny-qwen2.5-vl", "qwen2_5_vl", "Qwen2.5-VL architecture, 4 layers, hidden 128", "Qwen/Qwen2.5-VL-7B-Instruct"),
-        ZooEntry("tiny-qwen3-vl", "qwen3_vl", "Qwen3-VL architecture, 2 layers, hidden 64", "Qwen/Qwen3-VL-4B-Instruct"),
-        ZooEntry("tiny-gemma3", "gemma3", "Gemma 3 / MedGemma architecture, 4 layers, hidden 128", "google/medgemma-4b-it"),
+        ZooEntry(
+            "tiny-qwen2-vl", "qwen2_vl", "Qwen2-VL architecture, 2 layers, hidden 64", "Qwen/Qwen2-VL-7B-Instruct"
+        ),
+        ZooEntry(
+            "tiny-qwen2.5-vl",
+            "qwen2_5_vl",
+            "Qwen2.5-VL architecture, 4 layers, hidden 128",
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+        ),
+        ZooEntry(
+            "tiny-qwen3-vl", "qwen3_vl", "Qwen3-VL architecture, 2 layers, hidden 64", "Qwen/Qwen3-VL-4B-Instruct"
+        ),
+        ZooEntry(
+            "tiny-gemma3", "gemma3", "Gemma 3 / MedGemma architecture, 4 layers, hidden 128", "google/medgemma-4b-it"
+        ),
     )
 }
 

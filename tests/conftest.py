@@ -20,6 +20,23 @@ os.environ.setdefault("MEDZOO_TEST_HOME", str(REPO / ".medzoo-test"))
 os.environ["MEDZOO_HOME"] = os.environ["MEDZOO_TEST_HOME"]
 MEDZOO = Path(sys.executable).parent / "medzoo"  # the console script, run as a user would
 
+# Shared by unit and end-to-end tests.
+TUNE_SMALL = [
+    "tune.max_steps=4",
+    "tune.eval_steps=2",
+    "tune.pruner_startup_trials=3",
+    "data.n_train=64",
+    "data.n_val=8",
+    "data.n_test=8",
+]
+SEED_TWINS = [
+    "medgemma-kvasir-vqa-tiny",
+    "medvision-qwen25vl-mixed-tiny",
+    "qwen3vl-flare25-tiny",
+    "qwen2vl-surgical-curriculum-tiny",
+]
+ZOO_NAMES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-gemma3"]
+
 
 def pytest_report_header(config):
     # A full run writes ~10 GB (phantom images, preprocessed caches, runs); a full disk shows up as
@@ -29,6 +46,28 @@ def pytest_report_header(config):
     home = Path(os.environ["MEDZOO_HOME"])
     free = shutil.disk_usage(home if home.exists() else REPO).free / 2**30
     return f"medzoo home: {home} ({free:.1f} GiB free)"
+
+
+# `make test` runs two workers (`-n 2 --dist loadfile --no-loadscope-reorder`): each module stays on
+# one worker, in this order. The learning module's three trainings are the suite's longest chain
+# (~14 min on 2 cores), so it goes first and the other worker runs everything else meanwhile; the
+# other end-to-end modules follow, heaviest first, then the unit tests in file order.
+FIRST = [
+    "test_learning_e2e.py",
+    "test_bench_e2e.py",
+    "test_export_e2e.py",
+    "test_seed_recipes_e2e.py",
+    "test_zoo_e2e.py",
+    "test_tune_e2e.py",
+    "test_distributed_e2e.py",
+    "test_publish_e2e.py",
+    "test_train_e2e.py",
+    "test_cache_e2e.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,7 +84,9 @@ def run_medzoo(*args, check=True, timeout=900, env=None, cwd=REPO):
     return check_ok(proc) if check else proc
 
 
-def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int = 1800) -> dict[str, subprocess.CompletedProcess]:
+def run_medzoo_together(
+    jobs: dict[str, list[str]], slots: int = 2, timeout: int = 1800
+) -> dict[str, subprocess.CompletedProcess]:
     """Run several `medzoo` commands side by side, `slots` at a time, in the order given.
 
     The long trainings each pin one torch thread (`train.threads: 1`), so on the 2-core CI machine
@@ -63,7 +104,11 @@ def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int
             while waiting and len(running) < slots:
                 name = waiting.pop(0)
                 out, err = (logs / f"{name}.out").open("w"), (logs / f"{name}.err").open("w")
-                running[name] = (subprocess.Popen([str(MEDZOO), *jobs[name]], stdout=out, stderr=err, cwd=REPO), out, err)
+                running[name] = (
+                    subprocess.Popen([str(MEDZOO), *jobs[name]], stdout=out, stderr=err, cwd=REPO),
+                    out,
+                    err,
+                )
             for name, (proc, out, err) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -85,5 +130,7 @@ def run_medzoo_together(jobs: dict[str, list[str]], slots: int = 2, timeout: int
 
 def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
-        raise AssertionError(f"medzoo {' '.join(map(str, proc.args[1:]))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"medzoo {' '.join(map(str, proc.args[1:]))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 MARKER = "# medzoo: guarded register_fake"
-GUARD = f'''
+GUARD = f"""
 {MARKER}
 def _medzoo_register_fake(op_name):
     def wrapper(fn):
@@ -28,7 +28,7 @@ def _medzoo_register_fake(op_name):
 
     return wrapper
 
-'''
+"""
 
 
 def imports_cleanly() -> bool:
@@ -48,11 +48,11 @@ def main() -> int:
         print("torchvision imports cleanly: nothing to patch")
         return 0
     else:
-        anchor = "@register_meta(\"roi_align\")"
-        if anchor not in source or "@torch.library.register_fake(\"torchvision::" not in source:
+        anchor = '@register_meta("roi_align")'
+        if anchor not in source or '@torch.library.register_fake("torchvision::' not in source:
             print(f"error: {target}: unexpected layout, cannot patch this torchvision version", file=sys.stderr)
             return 1
-        patched = source.replace("@torch.library.register_fake(\"torchvision::", "@_medzoo_register_fake(\"torchvision::")
+        patched = source.replace('@torch.library.register_fake("torchvision::', '@_medzoo_register_fake("torchvision::')
         patched = patched.replace(anchor, GUARD.lstrip("\n") + "\n" + anchor, 1)
         tmp = target.with_suffix(".py.medzoo-tmp")
         tmp.write_text(patched)

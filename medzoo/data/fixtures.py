@@ -31,7 +31,12 @@ def fixture_path(name: str, seed: int = 0) -> Path:
     if not (out / "fixture.json").exists():
         try:
             with build_dir(out) as tmp:
-                {"kvasir-vqa": _kvasir, "flare25": _flare25, "surgical-curriculum": _surgical, "ct-measure": _ct_measure}[name](tmp, seed)
+                {
+                    "kvasir-vqa": _kvasir,
+                    "flare25": _flare25,
+                    "surgical-curriculum": _surgical,
+                    "ct-measure": _ct_measure,
+                }[name](tmp, seed)
                 (tmp / "fixture.json").write_text(json.dumps({"fixture": name, "seed": seed}))
         except FileExistsError:
             pass
@@ -51,8 +56,24 @@ def _kvasir(folder: Path, seed: int) -> None:
     rows = []
     for i, ex in enumerate(_vqa_examples(seed, "train", 160)):
         answer = "nan" if i % 40 == 7 else ex["answer"]  # the real dataset has literal "nan" answers
-        rows.append({"image": ex["image"], "source": "phantom", "question": ex["question"], "answer": answer, "img_id": f"img{i:04d}"})
-    feats = Features({"image": Image(), "source": Value("string"), "question": Value("string"), "answer": Value("string"), "img_id": Value("string")})
+        rows.append(
+            {
+                "image": ex["image"],
+                "source": "phantom",
+                "question": ex["question"],
+                "answer": answer,
+                "img_id": f"img{i:04d}",
+            }
+        )
+    feats = Features(
+        {
+            "image": Image(),
+            "source": Value("string"),
+            "question": Value("string"),
+            "answer": Value("string"),
+            "img_id": Value("string"),
+        }
+    )
     DatasetDict({"raw": Dataset.from_list(rows, features=feats)}).save_to_disk(str(folder))
 
 
@@ -61,14 +82,29 @@ def _flare25(folder: Path, seed: int) -> None:
     ct, mri = [], []
     for i, ex in enumerate(_vqa_examples(seed, "train", 120)):
         (folder / "images" / f"{i:04d}.png").write_bytes(ex["image"]["bytes"])
-        ct.append({"id": i, "image": f"{i:04d}.png",
-                   "conversations": [{"from": "human", "value": "<image>\n" + ex["question"]}, {"from": "gpt", "value": ex["answer"]}]})
+        ct.append(
+            {
+                "id": i,
+                "image": f"{i:04d}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\n" + ex["question"]},
+                    {"from": "gpt", "value": ex["answer"]},
+                ],
+            }
+        )
     for i, ex in enumerate(_vqa_examples(seed + 1, "train", 60)):
         (folder / "images" / f"mri-{i:04d}.png").write_bytes(ex["image"]["bytes"])
         # Two images per record: the finding is in the second; the first is a previous frame.
-        mri.append({"id": i, "image": [f"{(i * 7) % 120:04d}.png", f"mri-{i:04d}.png"],
-                    "conversations": [{"from": "human", "value": "<image>\n<image>\nIn the second image: " + ex["question"]},
-                                      {"from": "gpt", "value": ex["answer"]}]})
+        mri.append(
+            {
+                "id": i,
+                "image": [f"{(i * 7) % 120:04d}.png", f"mri-{i:04d}.png"],
+                "conversations": [
+                    {"from": "human", "value": "<image>\n<image>\nIn the second image: " + ex["question"]},
+                    {"from": "gpt", "value": ex["answer"]},
+                ],
+            }
+        )
     (folder / "flare_ct.json").write_text(json.dumps(ct, indent=1))
     (folder / "flare_mri.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mri))
 
@@ -81,8 +117,16 @@ def _surgical(folder: Path, seed: int) -> None:
         for i, ex in enumerate(_vqa_examples(seed, split, n)):
             image_id = f"{split}-{i:04d}"
             (folder / "images" / f"{image_id}.png").write_bytes(ex["image"]["bytes"])
-            records.append({"image_id": image_id, "question": ex["question"], "answer": ex["answer"],
-                            "stage": stage_of[ex["category"]], "category": ex["category"], "split": split})
+            records.append(
+                {
+                    "image_id": image_id,
+                    "question": ex["question"],
+                    "answer": ex["answer"],
+                    "stage": stage_of[ex["category"]],
+                    "category": ex["category"],
+                    "split": split,
+                }
+            )
     (folder / "annotations.json").write_text(json.dumps(records, indent=1))
 
 
@@ -102,9 +146,18 @@ def _ct_measure(folder: Path, seed: int) -> None:
         name = f"case{i:03d}" + (".dcm" if i % 2 == 0 else ".nii.gz")
         (_write_dicom if i % 2 == 0 else _write_nifti)(folder / name, hu, spacing)
         meta = {"image_size": [size, size]}
-        rows.append({"image": name, "question": "What is the distance between the two bright marks in millimetres?",
-                     "answer": f"{dist:.1f}", "task": "distance", "window_center": 40, "window_width": 400,
-                     "split": "test" if i >= 20 else "train", "metadata": json.dumps(meta)})
+        rows.append(
+            {
+                "image": name,
+                "question": "What is the distance between the two bright marks in millimetres?",
+                "answer": f"{dist:.1f}",
+                "task": "distance",
+                "window_center": 40,
+                "window_width": 400,
+                "split": "test" if i >= 20 else "train",
+                "metadata": json.dumps(meta),
+            }
+        )
     import csv
 
     with open(folder / "annotations.csv", "w", newline="") as f:

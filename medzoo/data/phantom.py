@@ -112,11 +112,10 @@ def _anatomy_background(rng, size: int):
 
 def _dicom_background(rng, size: int):
     """A real CT/MR slice windowed to 8 bits and resized; returns (image, spacing_mm, source)."""
+    import data_store  # the pydicom-data package
     import numpy as np
     import pydicom
     from PIL import Image
-
-    import data_store  # the pydicom-data package
 
     name = DICOM_BACKGROUNDS[int(rng.integers(len(DICOM_BACKGROUNDS)))]
     ds = pydicom.dcmread(Path(data_store.__file__).parent / "data" / name)

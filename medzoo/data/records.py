@@ -77,16 +77,18 @@ def conversation_rows(path: Path, images_root: Path | None = None, name: str = "
             n_tags = q.count("<image>")
             if k == 0 and n_tags not in (0, len(images)):
                 raise AnnotationError(f"{where}: {n_tags} <image> tags for {len(images)} images")
-            rows.append({
-                "id": f"{name or path.stem}-{rec.get('id', i)}-{k // 2}",
-                "image_paths": [str(root / im) for im in images],
-                "question": q.replace("<image>", "").strip(),
-                "answer": str(a).strip(),
-                "task": rec.get("task", "vqa"),
-                "category": rec.get("category", name or ""),
-                "stage": str(rec.get("stage", "")),
-                "metadata": json.dumps(rec.get("metadata", {})),
-            })
+            rows.append(
+                {
+                    "id": f"{name or path.stem}-{rec.get('id', i)}-{k // 2}",
+                    "image_paths": [str(root / im) for im in images],
+                    "question": q.replace("<image>", "").strip(),
+                    "answer": str(a).strip(),
+                    "task": rec.get("task", "vqa"),
+                    "category": rec.get("category", name or ""),
+                    "stage": str(rec.get("stage", "")),
+                    "metadata": json.dumps(rec.get("metadata", {})),
+                }
+            )
     return rows
 
 
@@ -109,17 +111,19 @@ def table_rows(path: Path, images_root: Path | None = None) -> list[dict]:
         for key in ("slice", "window_center", "window_width"):
             if rec.get(key) not in (None, ""):
                 meta[key] = float(rec[key]) if key != "slice" else int(rec[key])
-        rows.append({
-            "id": str(rec.get("id", f"{path.stem}-{i}")),
-            "image_paths": [str(root / image)],
-            "question": str(rec["question"]),
-            "answer": str(rec["answer"]),
-            "task": rec.get("task") or "vqa",
-            "category": rec.get("category") or "",
-            "stage": str(rec.get("stage", "")),
-            "split": rec.get("split") or "",
-            "metadata": json.dumps(meta),
-        })
+        rows.append(
+            {
+                "id": str(rec.get("id", f"{path.stem}-{i}")),
+                "image_paths": [str(root / image)],
+                "question": str(rec["question"]),
+                "answer": str(rec["answer"]),
+                "task": rec.get("task") or "vqa",
+                "category": rec.get("category") or "",
+                "stage": str(rec.get("stage", "")),
+                "split": rec.get("split") or "",
+                "metadata": json.dumps(meta),
+            }
+        )
     return rows
 
 
@@ -156,7 +160,9 @@ def load_medical_image(path: str, meta: dict):
         import pydicom
 
         ds = pydicom.dcmread(str(p))
-        arr = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+        arr = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
+            getattr(ds, "RescaleIntercept", 0)
+        )
         spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]  # row, column (mm)
         source = "dicom"
     else:
@@ -219,8 +225,16 @@ def to_dataset(rows: list[dict]):
         if multi:
             row["images"] = imgs
         out.append(row)
-    cols = {"id": Value("string"), "question": Value("string"), "answer": Value("string"), "task": Value("string"),
-            "category": Value("string"), "stage": Value("string"), "metadata": Value("string"), "image": Image()}
+    cols = {
+        "id": Value("string"),
+        "question": Value("string"),
+        "answer": Value("string"),
+        "task": Value("string"),
+        "category": Value("string"),
+        "stage": Value("string"),
+        "metadata": Value("string"),
+        "image": Image(),
+    }
     if multi:
         cols["images"] = Sequence(Image())
     ds = Dataset.from_list(out, features=Features(cols))

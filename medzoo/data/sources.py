@@ -85,17 +85,32 @@ def _annotation_splits(spec) -> dict[str, list[dict]]:
         raise FileNotFoundError(f"data.path: {spec.path}: no such file or folder")
     read = records.conversation_rows if spec.source == "conversations" else records.table_rows
     if root.is_dir():
-        files = {split: f for split in SPLIT_NAMES for f in sorted(root.glob(f"{split}.*")) if f.suffix in (".json", ".jsonl", ".csv")}
+        files = {
+            split: f
+            for split in SPLIT_NAMES
+            for f in sorted(root.glob(f"{split}.*"))
+            if f.suffix in (".json", ".jsonl", ".csv")
+        }
         if not files:  # one annotation file of any name holds every split (or a `split` column does)
-            found = [f for f in sorted(root.iterdir()) if f.suffix in (".json", ".jsonl", ".csv") and f.name != "fixture.json"]
+            found = [
+                f
+                for f in sorted(root.iterdir())
+                if f.suffix in (".json", ".jsonl", ".csv") and f.name != "fixture.json"
+            ]
             if len(found) != 1:
-                raise FileNotFoundError(f"data.path: {root}: expected train/validation/test .json, .jsonl or .csv files, or exactly one annotation file, in the folder")
+                raise FileNotFoundError(
+                    f"data.path: {root}: expected train/validation/test .json, .jsonl or .csv files, or exactly one annotation file, in the folder"
+                )
             root = found[0]
         else:
             return {split: read(f, images_root) for split, f in files.items()}
     rows = read(root, images_root)
     if any(r.get("split") for r in rows):  # a table with a split column
-        return {split: [r for r in rows if r.get("split") == split] for split in SPLIT_NAMES if any(r.get("split") == split for r in rows)}
+        return {
+            split: [r for r in rows if r.get("split") == split]
+            for split in SPLIT_NAMES
+            if any(r.get("split") == split for r in rows)
+        }
     return {"train": rows}
 
 
@@ -132,7 +147,10 @@ def _load_splits(spec):
     if spec.source in ("conversations", "table"):
         from medzoo.data.records import to_dataset
 
-        return ensure_splits(DatasetDict({split: to_dataset(rows) for split, rows in _annotation_splits(spec).items() if rows}), spec.seed)
+        return ensure_splits(
+            DatasetDict({split: to_dataset(rows) for split, rows in _annotation_splits(spec).items() if rows}),
+            spec.seed,
+        )
     if spec.source == "disk":
         path = resolve_path(spec)
         if not path.exists():

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 
-def generate(model, processor, prompts: list[str], images: list[list], max_new_tokens: int, stop_ids: list[int], batch_size: int = 8, progress: bool = False) -> list[str]:
+def generate(
+    model,
+    processor,
+    prompts: list[str],
+    images: list[list],
+    max_new_tokens: int,
+    stop_ids: list[int],
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[str]:
     import torch
     from tqdm.auto import tqdm
 

@@ -47,7 +47,9 @@ def has_cuda() -> bool:
         return False
 
 
-def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_images: int = 1, image_settings: dict | None = None):
+def load_engine(
+    model_path: str, settings: VLLMSettings | None = None, limit_images: int = 1, image_settings: dict | None = None
+):
     """A vLLM `LLM` for `model_path` (a folder or Hub id), built from `engine_kwargs`."""
     settings = settings or VLLMSettings()
     if not has_cuda():
@@ -57,7 +59,13 @@ def load_engine(model_path: str, settings: VLLMSettings | None = None, limit_ima
     return LLM(**engine_kwargs(model_path, settings, limit_images, image_settings, on_cuda=has_cuda()))
 
 
-def engine_kwargs(model_path: str, settings: VLLMSettings, limit_images: int = 1, image_settings: dict | None = None, on_cuda: bool = False) -> dict:
+def engine_kwargs(
+    model_path: str,
+    settings: VLLMSettings,
+    limit_images: int = 1,
+    image_settings: dict | None = None,
+    on_cuda: bool = False,
+) -> dict:
     """The keyword arguments of vLLM's `LLM` for these settings.
 
     `image_settings` (medzoo.models.loading.image_settings) reach vLLM's processor as
@@ -94,11 +102,18 @@ def engine_kwargs(model_path: str, settings: VLLMSettings, limit_images: int = 1
     return kwargs
 
 
-def generate(llm, prompts: list[str], images: list[list], max_new_tokens: int, stop_token_ids: list[int], lora_requests=None):
+def generate(
+    llm, prompts: list[str], images: list[list], max_new_tokens: int, stop_token_ids: list[int], lora_requests=None
+):
     """Greedy generation for pre-rendered prompt strings; one batched call. Returns the texts."""
     from vllm import SamplingParams
 
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_token_ids, skip_special_tokens=True)
-    requests = [{"prompt": p, "multi_modal_data": {"image": imgs if len(imgs) > 1 else imgs[0]}} for p, imgs in zip(prompts, images)]
+    params = SamplingParams(
+        temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_token_ids, skip_special_tokens=True
+    )
+    requests = [
+        {"prompt": p, "multi_modal_data": {"image": imgs if len(imgs) > 1 else imgs[0]}}
+        for p, imgs in zip(prompts, images)
+    ]
     outputs = llm.generate(requests, params, lora_request=lora_requests, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]

@@ -23,7 +23,9 @@ class MedzooBertscore(evaluate.Metric):
             description=__doc__,
             citation="Zhang et al., BERTScore: Evaluating Text Generation with BERT, ICLR 2020",
             inputs_description="predictions, references: lists of strings",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _scorer(self, model_type, num_layers, batch_size):
@@ -44,7 +46,9 @@ class MedzooBertscore(evaluate.Metric):
         idx = [i for i, p in enumerate(predictions) if p.strip()]
         f1 = [0.0] * len(predictions)
         if idx:
-            _, _, scores = self._scorer(model_type, num_layers, batch_size).score([predictions[i] for i in idx], [references[i] for i in idx])
+            _, _, scores = self._scorer(model_type, num_layers, batch_size).score(
+                [predictions[i] for i in idx], [references[i] for i in idx]
+            )
             for i, s in zip(idx, scores.tolist()):
                 f1[i] = s
         return {"f1": f1, "mean_f1": sum(f1) / len(f1), "model": model_type}

@@ -12,7 +12,9 @@ class MedzooDetection(evaluate.Metric):
             description=__doc__,
             citation="",
             inputs_description="predictions, references: strings holding [x1, y1, x2, y2]",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):

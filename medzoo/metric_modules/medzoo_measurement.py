@@ -13,7 +13,9 @@ class MedzooMeasurement(evaluate.Metric):
             description=__doc__,
             citation="",
             inputs_description="predictions, references: strings; n_values: numbers per answer (2 for lesion axes)",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, n_values=1):

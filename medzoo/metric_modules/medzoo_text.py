@@ -12,7 +12,9 @@ class MedzooText(evaluate.Metric):
             description=__doc__,
             citation="",
             inputs_description="predictions, references: lists of strings",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -9,11 +9,11 @@ Adding a family is one module plus one `register` call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-FAMILIES: dict[str, "Family"] = {}
+FAMILIES: dict[str, Family] = {}
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,9 @@ def smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) 
 
 def _perceived(factor: int):
     def perceived(w: int, h: int, settings: dict) -> tuple[int, int]:
-        ph, pw = smart_resize(h, w, factor, settings.get("min_pixels", 56 * 56), settings.get("max_pixels", 28 * 28 * 1280))
+        ph, pw = smart_resize(
+            h, w, factor, settings.get("min_pixels", 56 * 56), settings.get("max_pixels", 28 * 28 * 1280)
+        )
         return pw, ph
 
     return perceived
@@ -122,7 +124,9 @@ def build_tiny_qwen2_vl(folder: Path, seed: int) -> None:
 
     cfg = Qwen2VLConfig(
         # mrope_section must sum to head_dim / 2 (32 / 2 = 16), in Qwen's 2:3:3 ratio.
-        text_config=dict(**TINY_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
+        text_config=dict(
+            **TINY_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}
+        ),
         # llama.cpp's mmproj converter needs depth >= 3 for Qwen2-VL.
         vision_config=dict(depth=3, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=4, patch_size=14),
         tie_word_embeddings=False,
@@ -138,7 +142,9 @@ def build_tiny_qwen2_5_vl(folder: Path, seed: int) -> None:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(**TINY_QWEN2_5_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
+        text_config=dict(
+            **TINY_QWEN2_5_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}
+        ),
         vision_config=dict(
             depth=3,
             hidden_size=64,
@@ -165,7 +171,12 @@ def build_tiny_qwen3_vl(folder: Path, seed: int) -> None:
         text_config=dict(
             **TINY_TEXT,
             head_dim=32,
-            rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [4, 6, 6], "mrope_interleaved": True},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [4, 6, 6],
+                "mrope_interleaved": True,
+            },
         ),
         vision_config=dict(
             depth=3,

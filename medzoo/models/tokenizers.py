@@ -56,7 +56,11 @@ GEMMA_SPECIAL = {
     "mask": "<mask>",
 }
 GEMMA_TURN_TOKENS = ["<start_of_turn>", "<end_of_turn>"]
-GEMMA_IMAGE_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+GEMMA_IMAGE_TOKENS = {
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
 # vLLM's Gemma3 processor looks these up as single tokens.
 GEMMA_NEWLINE_PIECES = ["\n", "\n\n", "\n\n\n", "\n\n\n\n"]
 
@@ -143,7 +147,9 @@ def build_gemma_tokenizer(folder: Path):
     sp_path = folder / "tokenizer.model"
     sp_path.write_bytes(train_gemma_sentencepiece())
     extracted = SentencePieceExtractor(str(sp_path)).extract(BPE)
-    tok = GemmaTokenizer(vocab=extracted["vocab"], merges=extracted["merges"], extra_special_tokens=dict(GEMMA_IMAGE_TOKENS))
+    tok = GemmaTokenizer(
+        vocab=extracted["vocab"], merges=extracted["merges"], extra_special_tokens=dict(GEMMA_IMAGE_TOKENS)
+    )
     specials = [GEMMA_SPECIAL["mask"]] + GEMMA_TURN_TOKENS + list(GEMMA_IMAGE_TOKENS.values())
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials], special_tokens=True)
     tok.model_max_length = 8192

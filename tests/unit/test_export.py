@@ -5,19 +5,15 @@ import json
 
 import pytest
 
-from conftest import run_medzoo
-
-# One 40-step stage (phantom-tiny-gemma's curriculum would otherwise set its own steps).
-TRAIN = ["--set", "data.n_train=48", "--set", "data.n_val=8", "--set", "data.n_test=20", "--set", "train.batch_size=4", "--set", "train.max_steps=40",
-         "--set", "train.stages=[]", "--set", "train.eval_steps=1000"]
-
 
 def test_modelfile_keeps_vision_and_the_training_template():
     from medzoo.export import modelfile
     from medzoo.models.family import get_family
 
     qwen = modelfile(get_family("qwen2_5_vl"), "m-q8_0.gguf", "mmproj-m-f16.gguf", "You are a helpful assistant.")
-    assert "FROM ./m-q8_0.gguf\nFROM ./mmproj-m-f16.gguf" in qwen, "a separate mmproj must stay in the Modelfile or Ollama loses vision"
+    assert "FROM ./m-q8_0.gguf\nFROM ./mmproj-m-f16.gguf" in qwen, (
+        "a separate mmproj must stay in the Modelfile or Ollama loses vision"
+    )
     assert 'PARAMETER stop "<|im_end|>"' in qwen and "PARAMETER temperature 0" in qwen
     assert "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n" in qwen
     assert 'SYSTEM """You are a helpful assistant."""' in qwen
@@ -35,8 +31,16 @@ def test_gemma3_gguf_template_pads_images_like_the_hf_processor():
 
     template = load_processor(str(build("tiny-gemma3"))).chat_template
     gguf_template = gemma3_llama_cpp_template(template)
-    served = [{"role": "user", "content": [{"type": "text", "text": "<__media__>"}, {"type": "text", "text": "Is there a polyp?"}]}]
-    assert render_with_template(gguf_template, served, bos_token="<bos>") == "<bos><start_of_turn>user\n\n\n<__media__>\n\nIs there a polyp?<end_of_turn>\n<start_of_turn>model\n"
+    served = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "<__media__>"}, {"type": "text", "text": "Is there a polyp?"}],
+        }
+    ]
+    assert (
+        render_with_template(gguf_template, served, bos_token="<bos>")
+        == "<bos><start_of_turn>user\n\n\n<__media__>\n\nIs there a polyp?<end_of_turn>\n<start_of_turn>model\n"
+    )
     # the training rendering (image items) is untouched
     trained = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a polyp?"}]}]
     assert render_with_template(gguf_template, trained) == render_with_template(template, trained)
@@ -55,50 +59,14 @@ def test_merged_tokenizer_config_names_the_special_tokens(tmp_path):
     write_added_tokens_decoder(tmp_path, processor.tokenizer)
     decoder = json.loads((tmp_path / "tokenizer_config.json").read_text())["added_tokens_decoder"]
     turn = processor.tokenizer.convert_tokens_to_ids("<start_of_turn>")
-    assert decoder[str(turn)] == {"content": "<start_of_turn>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["phantom-tiny", "phantom-tiny-gemma"])
-def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
-    run = tmp_path / "run"
-    sets = ["--set", f"run_dir={run}", *TRAIN]
-    run_medzoo("train", recipe, *sets)
-    proc = run_medzoo("export", recipe, "--gguf", "--quant", "f16,q8_0,q4_k_m", "--parity", "20", *sets)
-    out = run / "export"
-    for q in ("f16", "q8_0", "q4_k_m"):
-        assert (out / f"{recipe}-{q}.gguf").stat().st_size > 0
-    mmproj = out / f"mmproj-{recipe}-f16.gguf"
-    assert mmproj.stat().st_size > 0, "the vision projector is exported"
-    assert (out / f"{recipe}-q4_k_m.gguf").stat().st_size < (out / f"{recipe}-f16.gguf").stat().st_size
-    parity = json.loads((out / "parity.json").read_text())
-    table = {q["quant"]: q for q in parity["quantizations"]}
-    # A model trained 40 steps has near-tied answers that f16 rounding flips; the gate (and this
-    # test) count only disagreements where the merged model was sure.
-    assert table["f16"]["agreement_beyond_near_ties"] >= 0.98, parity
-    assert table["f16"]["agreement"] >= 0.8, parity
-    assert parity["chat_template_matches_training"] is True
-    assert parity["tokenization_matches_training"] is True
-    assert parity["examples"] == 20
-    modelfile = (out / "Modelfile").read_text()
-    assert f"FROM ./{recipe}-q8_0.gguf" in modelfile and f"FROM ./{mmproj.name}" in modelfile
-    assert "| f16 |" in proc.stdout and "renders the training prompt: True" in proc.stdout
-    assert "-nr" in (out / "README.md").read_text()
-
-
-@pytest.mark.slow
-def test_qlora_adapter_merges_into_full_precision_base(tmp_path):
-    run = tmp_path / "run"
-    sets = ["--set", f"run_dir={run}", *TRAIN[:-4], "--set", "train.max_steps=4", "--set", "train.eval_steps=1000"]
-    run_medzoo("train", "phantom-tiny-qlora", *sets)
-    proc = run_medzoo("merge", "phantom-tiny-qlora", *sets)
-    info = json.loads(proc.stdout[proc.stdout.index("{"):])
-    assert info["dtype"] == "float32" and info["max_logit_diff"] < 1e-3
-    from safetensors import safe_open
-
-    with safe_open(str(run / "merged" / "model.safetensors"), "pt") as f:
-        dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
-    assert dtypes == {"F32"}, "no 4-bit weights in the merged model"
+    assert decoder[str(turn)] == {
+        "content": "<start_of_turn>",
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
 
 
 def test_card_and_export_readme_give_the_same_runnable_commands():
@@ -107,8 +75,14 @@ def test_card_and_export_readme_give_the_same_runnable_commands():
     from medzoo.card import _gguf_commands
     from medzoo.recipe import load_recipe
 
-    parity = {"mmproj": "mmproj-phantom-tiny-f16.gguf", "image_tokens": [4, 16],
-              "quantizations": [{"quant": "f16", "file": "phantom-tiny-f16.gguf"}, {"quant": "q8_0", "file": "phantom-tiny-q8_0.gguf"}]}
+    parity = {
+        "mmproj": "mmproj-phantom-tiny-f16.gguf",
+        "image_tokens": [4, 16],
+        "quantizations": [
+            {"quant": "f16", "file": "phantom-tiny-f16.gguf"},
+            {"quant": "q8_0", "file": "phantom-tiny-q8_0.gguf"},
+        ],
+    }
     block = _gguf_commands(load_recipe("phantom-tiny"), parity)
     assert "llama-mtmd-cli -m phantom-tiny-q8_0.gguf --mmproj mmproj-phantom-tiny-f16.gguf" in block
     assert block.count("-nr --image-min-tokens 4 --image-max-tokens 16") == 2
@@ -129,7 +103,7 @@ def test_answer_margin_is_the_models_lead_at_the_first_differing_token(recipe_na
     from medzoo.models.loading import load_model, recipe_base
     from medzoo.recipe import load_recipe, prompt_settings
 
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name, ["data.n_train=8", "data.n_val=4"])  # the test split does not depend on them
     base = recipe_base(recipe)
     proc, tok = base.processor, base.processor.tokenizer
     _, rows = first_rows(recipe.data, "test", 1)

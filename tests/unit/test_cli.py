@@ -32,7 +32,10 @@ def test_unknown_zoo_model_is_one_line_error():
 def test_bad_override_is_one_line_error():
     proc = run_medzoo("recipes", "show", "phantom-tiny", "--set", "train.lr=fast", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: recipes/phantom-tiny.yaml: train.lr: expected a positive number, got 'fast' (from --set)"
+    assert (
+        proc.stderr.strip()
+        == "error: recipes/phantom-tiny.yaml: train.lr: expected a positive number, got 'fast' (from --set)"
+    )
 
 
 def test_recipes_list_shows_descriptions():

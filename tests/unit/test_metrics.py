@@ -71,7 +71,11 @@ def test_measurements_count_failed_parses_as_failures():
 
 
 def test_lesion_axes_are_two_values_each():
-    s = summarize_measurements(["major axis: 11 mm, minor axis: 4 mm", "major axis: 20 mm"], ["major axis: 10.0 mm, minor axis: 5.0 mm", "major axis: 20.0 mm, minor axis: 8.0 mm"], n_values=2)
+    s = summarize_measurements(
+        ["major axis: 11 mm, minor axis: 4 mm", "major axis: 20 mm"],
+        ["major axis: 10.0 mm, minor axis: 5.0 mm", "major axis: 20.0 mm, minor axis: 8.0 mm"],
+        n_values=2,
+    )
     # values: (1 abs, 0.1 rel), (1, 0.2), (0, 0), minor missing -> (8, 1.0)
     assert s["n"] == 4 and s["parse_rate"] == 0.75
     assert s["mae"] == pytest.approx((1 + 1 + 0 + 8) / 4)

@@ -14,7 +14,11 @@ from medzoo.data.phantom import COLOURS, PhantomConfig, make_example, write
 
 
 def _digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_config_same_bytes(tmp_path):
@@ -114,12 +118,13 @@ def test_llava_export(tmp_path):
 
 
 def test_cli_writes_dataset(tmp_path):
+    from conftest import run_medzoo
     from datasets import load_from_disk
 
-    from conftest import run_medzoo
-
     out = tmp_path / "ph"
-    proc = run_medzoo("data", "phantom", "--task", "vqa,angle", "--n", "4", "--n-val", "1", "--n-test", "2", "--out", str(out))
+    proc = run_medzoo(
+        "data", "phantom", "--task", "vqa,angle", "--n", "4", "--n-val", "1", "--n-test", "2", "--out", str(out)
+    )
     assert "wrote 14 examples" in proc.stdout
     dd = load_from_disk(str(out))
     assert {k: len(v) for k, v in dd.items()} == {"train": 8, "validation": 2, "test": 4}

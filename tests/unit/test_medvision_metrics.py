@@ -144,7 +144,19 @@ def _summary(task, rows):
     for i, (pred, ref, _) in enumerate(rows):
         _, m = score_example(task, pred, ref)
         m["bertscore_f1"] = 0.0
-        records.append({"id": str(i), "task": task, "category": task, "config": "tuned/none", "model": "tuned", "mode": "none", "prediction": pred, "reference": ref, "metrics": m})
+        records.append(
+            {
+                "id": str(i),
+                "task": task,
+                "category": task,
+                "config": "tuned/none",
+                "model": "tuned",
+                "mode": "none",
+                "prediction": pred,
+                "reference": ref,
+                "metrics": m,
+            }
+        )
     (entry,) = summarize(records, ["tuned/none"])["configs"]
     return entry["tasks"][task]
 
@@ -170,7 +182,9 @@ def test_distance_totals_by_hand():
     assert got["mae"] == pytest.approx((34.7 + 80.6) / 20)
     # relative < 0.1: 0, .05, .08 | 0, .025, .05, 0, .075  -> 8 ; < 0.2 adds .15, .18 | .15, .175 -> 12
     # < 0.3 adds .25, .26 | .25, .29 -> 16
-    assert (got["share_mre_lt_0.1"], got["share_mre_lt_0.2"], got["share_mre_lt_0.3"]) == pytest.approx((0.40, 0.60, 0.80))
+    assert (got["share_mre_lt_0.1"], got["share_mre_lt_0.2"], got["share_mre_lt_0.3"]) == pytest.approx(
+        (0.40, 0.60, 0.80)
+    )
 
 
 def test_lesion_axes():
@@ -188,7 +202,11 @@ def test_detection_iou():
     got = _summary("detection", DETECTION)
     ious = [iou or 0.0 for _, _, iou in DETECTION]
     assert got["n"] == 20
-    assert got["parse_rate"] == pytest.approx(sum(iou is not None for _, _, iou in DETECTION) / 20) == pytest.approx(17 / 20)
+    assert (
+        got["parse_rate"]
+        == pytest.approx(sum(iou is not None for _, _, iou in DETECTION) / 20)
+        == pytest.approx(17 / 20)
+    )
     assert got["mean_iou"] == pytest.approx(sum(ious) / 20)
     # IoU >= 0.5: the five exact boxes, .765625, .75, .75, .571 -> 9
     assert got["acc_iou_0.5"] == pytest.approx(9 / 20)

@@ -6,7 +6,7 @@ import pytest
 
 from medzoo.recipe import RecipeError, available_recipes, load_recipe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 
 
@@ -48,18 +48,42 @@ MALFORMED = [
     ("base: zoo:tiny-qwen2.5-vl\ntrain:\n  lrr: 0.1\n", "train.lrr: unknown key (did you mean 'lr'?)"),
     ("base: zoo:tiny-qwen2.5-vl\nadaptor:\n  r: 4\n", "adaptor: unknown key (did you mean 'adapter'?)"),
     ("description: no base\n", "base: required key is missing (expected a string)"),
-    ("base: zoo:tiny-qwen25-vl\n", "base: unknown zoo model 'zoo:tiny-qwen25-vl' (did you mean 'zoo:tiny-qwen2.5-vl'?); known: zoo:tiny-qwen2-vl, zoo:tiny-qwen2.5-vl, zoo:tiny-qwen3-vl, zoo:tiny-gemma3"),
-    ("base: zoo:tiny-gemma3\nadapter:\n  method: qlorra\n", "adapter.method: expected one of 'lora', 'qlora', got 'qlorra' (did you mean 'qlora'?)"),
-    ("base: zoo:tiny-gemma3\ndata:\n  tasks: vqa\n", "data.tasks: expected a list with items from 'vqa', 'distance', 'angle', 'detection', 'lesion-size', got 'vqa'"),
-    ("base: zoo:tiny-gemma3\ndata:\n  tasks: [vqa, segmentation]\n", "data.tasks[1]: expected one of 'vqa', 'distance', 'angle', 'detection', 'lesion-size', got 'segmentation'"),
-    ("base: zoo:tiny-gemma3\ntrain:\n  warmup_ratio: 1.5\n", "train.warmup_ratio: expected a number between 0 and 1, got 1.5"),
-    ("base: zoo:tiny-gemma3\ntrain:\n  gradient_checkpointing: maybe\n", "train.gradient_checkpointing: expected true or false, got 'maybe'"),
+    (
+        "base: zoo:tiny-qwen25-vl\n",
+        "base: unknown zoo model 'zoo:tiny-qwen25-vl' (did you mean 'zoo:tiny-qwen2.5-vl'?); known: zoo:tiny-qwen2-vl, zoo:tiny-qwen2.5-vl, zoo:tiny-qwen3-vl, zoo:tiny-gemma3",
+    ),
+    (
+        "base: zoo:tiny-gemma3\nadapter:\n  method: qlorra\n",
+        "adapter.method: expected one of 'lora', 'qlora', got 'qlorra' (did you mean 'qlora'?)",
+    ),
+    (
+        "base: zoo:tiny-gemma3\ndata:\n  tasks: vqa\n",
+        "data.tasks: expected a list with items from 'vqa', 'distance', 'angle', 'detection', 'lesion-size', got 'vqa'",
+    ),
+    (
+        "base: zoo:tiny-gemma3\ndata:\n  tasks: [vqa, segmentation]\n",
+        "data.tasks[1]: expected one of 'vqa', 'distance', 'angle', 'detection', 'lesion-size', got 'segmentation'",
+    ),
+    (
+        "base: zoo:tiny-gemma3\ntrain:\n  warmup_ratio: 1.5\n",
+        "train.warmup_ratio: expected a number between 0 and 1, got 1.5",
+    ),
+    (
+        "base: zoo:tiny-gemma3\ntrain:\n  gradient_checkpointing: maybe\n",
+        "train.gradient_checkpointing: expected true or false, got 'maybe'",
+    ),
     ("base: zoo:tiny-gemma3\ndata:\n  source: disk\n", "data.path: required when data.source is 'disk'"),
     ("base: zoo:tiny-gemma3\ntrain: 5\n", "train: expected a mapping, got 5"),
     ("- just\n- a list\n", "expected a mapping at the top level, got list"),
     ("base: [unclosed\n", "line 2: not valid YAML"),
-    ("base: zoo:tiny-gemma3\nprompts:\n  adaptive:\n    colour:\n      prompt: say the colour\n", "prompts.adaptive.colour.keywords: expected at least one keyword"),
-    ("base: zoo:tiny-gemma3\nbench:\n  prompts: [none, fancy]\n", "bench.prompts[1]: expected one of 'none', 'static', 'adaptive', got 'fancy'"),
+    (
+        "base: zoo:tiny-gemma3\nprompts:\n  adaptive:\n    colour:\n      prompt: say the colour\n",
+        "prompts.adaptive.colour.keywords: expected at least one keyword",
+    ),
+    (
+        "base: zoo:tiny-gemma3\nbench:\n  prompts: [none, fancy]\n",
+        "bench.prompts[1]: expected one of 'none', 'static', 'adaptive', got 'fancy'",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from conftest import ZOO_NAMES
 from PIL import Image
 
 from medzoo import zoo
@@ -11,8 +12,6 @@ from medzoo.data.phantom import PhantomConfig, make_example
 from medzoo.models.loading import family_of, image_settings, load_processor
 from medzoo.preprocess import IGNORE, Collator, DropCounter, Encoder, clean_rows
 from medzoo.prompts import PromptSettings
-
-ZOO_NAMES = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-gemma3"]
 
 
 def _row(task="vqa", index=0, split="train"):
@@ -86,7 +85,8 @@ def test_measurement_prompt_states_perceived_pixel_size():
 
 
 def test_unreadable_images_and_nan_answers_are_dropped_and_counted():
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     good = make_example(PhantomConfig(), "train", "vqa", 0)
     rows = [

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import SEED_TWINS, run_medzoo
 
 from medzoo.recipe import available_recipes, load_recipe
 
-from conftest import run_medzoo
-
-SEEDS = ["medgemma-kvasir-vqa", "medvision-qwen25vl-distance", "medvision-qwen25vl-detection", "medvision-qwen25vl-lesion-size",
-         "medvision-qwen25vl-mixed", "qwen3vl-flare25", "qwen2vl-surgical-curriculum"]
-TWINS = ["medgemma-kvasir-vqa-tiny", "medvision-qwen25vl-mixed-tiny", "qwen3vl-flare25-tiny", "qwen2vl-surgical-curriculum-tiny"]
+SEEDS = [
+    "medgemma-kvasir-vqa",
+    "medvision-qwen25vl-distance",
+    "medvision-qwen25vl-detection",
+    "medvision-qwen25vl-lesion-size",
+    "medvision-qwen25vl-mixed",
+    "qwen3vl-flare25",
+    "qwen2vl-surgical-curriculum",
+]
 
 
 def test_every_seed_recipe_and_twin_is_shipped_and_valid():
     found = available_recipes()
-    for name in SEEDS + TWINS:
+    for name in SEEDS + SEED_TWINS:
         assert name in found
         r = load_recipe(name)
         assert r.description
@@ -26,7 +30,12 @@ def test_every_seed_recipe_and_twin_is_shipped_and_valid():
     assert (flare.train.lr, flare.train.scheduler, flare.train.warmup_ratio) == (1e-5, "cosine", 0.03)
     assert flare.train.batch_size * flare.train.grad_accum == 16
     surgical = load_recipe("qwen2vl-surgical-curriculum")
-    assert (surgical.adapter.r, surgical.adapter.alpha, surgical.adapter.dropout, surgical.train.lr) == (32, 64, 0.05, 5e-6)
+    assert (surgical.adapter.r, surgical.adapter.alpha, surgical.adapter.dropout, surgical.train.lr) == (
+        32,
+        64,
+        0.05,
+        5e-6,
+    )
     assert [s.stage_filter for s in surgical.train.stages] == ["1", "2", "3"]
     kvasir_twin = load_recipe("medgemma-kvasir-vqa-tiny")  # extends: the seed, then states what differs
     assert kvasir_twin.adapter.method == "qlora" and kvasir_twin.prompts.adaptive["landmark"].keywords[0] == "landmark"
@@ -46,9 +55,20 @@ def test_conversation_json_errors_name_the_file_and_record(tmp_path):
 
     bad = tmp_path / "a.json"
     bad.write_text(json.dumps([{"image": "x.png", "conversations": [{"from": "human", "value": "<image>\\nq"}]}]))
-    with pytest.raises(AnnotationError, match=r"a.json: record 0: expected 'conversations' with a human and a gpt turn"):
+    with pytest.raises(
+        AnnotationError, match=r"a.json: record 0: expected 'conversations' with a human and a gpt turn"
+    ):
         conversation_rows(bad)
-    bad.write_text(json.dumps([{"image": ["x.png", "y.png"], "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}]))
+    bad.write_text(
+        json.dumps(
+            [
+                {
+                    "image": ["x.png", "y.png"],
+                    "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+                }
+            ]
+        )
+    )
     with pytest.raises(AnnotationError, match=r"record 0: 1 <image> tags for 2 images"):
         conversation_rows(bad)
     bad.write_text("[{")
@@ -96,7 +116,10 @@ def test_dicom_and_nifti_spacing_reaches_the_measurement_prompt():
     dcm = pydicom.dcmread(str(folder / "case000.dcm"))
     nii = nib.load(str(folder / "case001.nii.gz"))
     assert by_id["annotations-0"]["pixel_spacing_mm"] == [float(v) for v in dcm.PixelSpacing]
-    assert by_id["annotations-1"]["pixel_spacing_mm"] == [float(nii.header.get_zooms()[1]), float(nii.header.get_zooms()[0])]
+    assert by_id["annotations-1"]["pixel_spacing_mm"] == [
+        float(nii.header.get_zooms()[1]),
+        float(nii.header.get_zooms()[0]),
+    ]
     assert (by_id["annotations-0"]["source_format"], by_id["annotations-1"]["source_format"]) == ("dicom", "nifti")
 
 
@@ -112,44 +135,40 @@ def test_check_reports_counts_and_unreadable_images(tmp_path):
 
     Image.new("RGB", (32, 32), "red").save(images / "a.png")
     (images / "b.png").write_bytes(b"not a png")
-    (tmp_path / "train.json").write_text(json.dumps([
-        {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]},
-        {"image": "b.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]},
-        {"image": "c.png", "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "nan"}]},
-    ]))
-    out = run_medzoo("check", "phantom-tiny", "--no-sample", "--set", "data.source=conversations", "--set", f"data.path={tmp_path}",
-                     "--set", f"data.images_root={images}", check=False)
+    (tmp_path / "train.json").write_text(
+        json.dumps(
+            [
+                {
+                    "image": "a.png",
+                    "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+                },
+                {
+                    "image": "b.png",
+                    "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+                },
+                {
+                    "image": "c.png",
+                    "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "nan"}],
+                },
+            ]
+        )
+    )
+    out = run_medzoo(
+        "check",
+        "phantom-tiny",
+        "--no-sample",
+        "--set",
+        "data.source=conversations",
+        "--set",
+        f"data.path={tmp_path}",
+        "--set",
+        f"data.images_root={images}",
+        check=False,
+    )
     assert out.returncode == 1
     assert "unreadable images: 2" in out.stdout
     assert "does not decode" in out.stdout
     assert "missing file" in out.stdout and "answers dropped as empty/nan: 1" in out.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TWINS)
-def test_twin_trains_and_benches_offline(tmp_path, name):
-    run_dir = tmp_path / "run"
-    run_medzoo("train", name, "--set", f"run_dir={run_dir}")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    stages = manifest["stages"]
-    # It learns: the final validation loss is below the untrained one (a curriculum stage on one
-    # question family may raise the loss on the others, so this is not asked of every stage).
-    assert stages[-1]["eval_loss"] < stages[0]["eval_loss_before"], stages
-    if len(manifest["stages"]) > 1:  # curriculum: each stage starts from the last one's adapter
-        for prev, nxt in zip(manifest["stages"], manifest["stages"][1:]):
-            assert nxt["initial_adapter_sha"] == prev["final_adapter_sha"]
-    # The FLARE twin has two-image records: bench them through vLLM (several images per prompt,
-    # adapter as a LoRA request); the others through the HF engine, which is quicker to start.
-    engine, limit = ("vllm", "8") if name == "qwen3vl-flare25-tiny" else ("hf", "4")
-    run_medzoo("bench", name, "--set", f"run_dir={run_dir}", "--engine", engine, "--limit", limit, "--prompts", "none,adaptive")
-    out = run_dir / "bench" / f"test-{engine}"
-    summary = json.loads((out / "summary.json").read_text())
-    assert {c["config"] for c in summary["configs"]} == {"base/none", "base/adaptive", "tuned/none", "tuned/adaptive"}
-    if engine == "vllm":
-        records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-        two_image = [r for r in records if r["prompt"].count("<|vision_start|>") == 2]
-        assert two_image and {r["config"] for r in two_image} == {c["config"] for c in summary["configs"]}
-        assert all(r["prediction"] is not None for r in two_image)
 
 
 def test_a_training_run_reads_its_dataset_once(tmp_path):

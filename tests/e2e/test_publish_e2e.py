@@ -7,11 +7,23 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import run_medzoo
 
 SECRET = "hf_medzooTestSecretToken0123456789"
-TRAIN = ["--set", "data.n_train=24", "--set", "data.n_val=4", "--set", "data.n_test=4", "--set", "train.batch_size=4", "--set", "train.max_steps=4", "--set", "train.eval_steps=1000"]
+TRAIN = [
+    "--set",
+    "data.n_train=24",
+    "--set",
+    "data.n_val=4",
+    "--set",
+    "data.n_test=4",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.max_steps=4",
+    "--set",
+    "train.eval_steps=1000",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -29,31 +41,73 @@ def run(tmp_path_factory):
 def _recipe(run):
     from medzoo.recipe import load_recipe
 
-    return load_recipe("phantom-tiny", [f"run_dir={run}", "data.n_train=24", "data.n_val=4", "data.n_test=4", "train.batch_size=4", "train.max_steps=4", "train.eval_steps=1000"])
+    return load_recipe(
+        "phantom-tiny",
+        [
+            f"run_dir={run}",
+            "data.n_train=24",
+            "data.n_val=4",
+            "data.n_test=4",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.eval_steps=1000",
+        ],
+    )
 
 
 def test_card_metadata_and_eval_results_round_trip(run, tmp_path):
     from huggingface_hub import ModelCard
 
-    proc = run_medzoo("card", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "me/phantom-tiny", "--out", str(tmp_path / "README.md"))
+    proc = run_medzoo(
+        "card",
+        "phantom-tiny",
+        "--set",
+        f"run_dir={run}",
+        "--repo",
+        "me/phantom-tiny",
+        "--out",
+        str(tmp_path / "README.md"),
+    )
     assert "model card:" in proc.stdout
     card = ModelCard.load(tmp_path / "README.md")
     data = card.data
     assert data.library_name == "peft" and data.pipeline_tag == "image-text-to-text" and data.license == "apache-2.0"
     assert {"medical", "vqa", "lora"} <= set(data.tags)
     summary = json.loads(next((run / "bench").glob("*/summary.json")).read_text())
-    expected = {(c["mode"], "accuracy"): c["tasks"]["vqa"]["accuracy"] for c in summary["configs"] if c["model"] == "tuned"}
+    expected = {
+        (c["mode"], "accuracy"): c["tasks"]["vqa"]["accuracy"] for c in summary["configs"] if c["model"] == "tuned"
+    }
     got = {(r.metric_config, r.metric_type): r.metric_value for r in data.eval_results if r.metric_type == "accuracy"}
     assert got == {k: round(v, 4) for k, v in expected.items()}
     assert all(r.dataset_split == "test" and r.task_type == "image-text-to-text" for r in data.eval_results)
     text = card.text
-    for heading in ("## Training", "## Evaluation", "## Export parity (GGUF)", "## How to use", "## Limitations", "## Medical-use disclaimer"):
+    for heading in (
+        "## Training",
+        "## Evaluation",
+        "## Export parity (GGUF)",
+        "## How to use",
+        "## Limitations",
+        "## Medical-use disclaimer",
+    ):
         assert heading in text
-    assert "| tuned/adaptive |" in text and "Not a medical device" in text and "PeftModel.from_pretrained(model, \"me/phantom-tiny\")" in text
+    assert (
+        "| tuned/adaptive |" in text
+        and "Not a medical device" in text
+        and 'PeftModel.from_pretrained(model, "me/phantom-tiny")' in text
+    )
 
 
 def test_dry_run_stages_exact_folder_and_never_leaks_token(run):
-    proc = run_medzoo("publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "me/phantom-tiny", "--dry-run", env={"HF_TOKEN": SECRET})
+    proc = run_medzoo(
+        "publish",
+        "phantom-tiny",
+        "--set",
+        f"run_dir={run}",
+        "--repo",
+        "me/phantom-tiny",
+        "--dry-run",
+        env={"HF_TOKEN": SECRET},
+    )
     folder = run / "publish" / "me--phantom-tiny"
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     adapter_files = {str(p.relative_to(run / "adapter")) for p in (run / "adapter").rglob("*") if p.is_file()}
@@ -63,7 +117,9 @@ def test_dry_run_stages_exact_folder_and_never_leaks_token(run):
     for f in files:
         assert f"  {f}" in proc.stdout
         assert SECRET.encode() not in (folder / f).read_bytes()
-    assert (folder / "adapter_model.safetensors").read_bytes() == (run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (folder / "adapter_model.safetensors").read_bytes() == (
+        run / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
     assert "not uploaded: --dry-run" in proc.stdout
     assert SECRET not in proc.stdout + proc.stderr
     assert "base_path" not in json.loads((folder / "training_manifest.json").read_text())
@@ -137,7 +193,20 @@ def test_upload_is_one_commit_and_refuses_conflicts(run, monkeypatch, capsys):
 
 
 def test_bad_repo_and_missing_artefacts_are_clear(run):
-    bad = run_medzoo("publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "no-owner", "--dry-run", check=False)
+    bad = run_medzoo(
+        "publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "no-owner", "--dry-run", check=False
+    )
     assert bad.returncode == 2 and "--repo: expected OWNER/NAME, got 'no-owner'" in bad.stderr
-    missing = run_medzoo("publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "me/x", "--what", "gguf", "--dry-run", check=False)
+    missing = run_medzoo(
+        "publish",
+        "phantom-tiny",
+        "--set",
+        f"run_dir={run}",
+        "--repo",
+        "me/x",
+        "--what",
+        "gguf",
+        "--dry-run",
+        check=False,
+    )
     assert missing.returncode == 2 and "run `medzoo export phantom-tiny --gguf` first" in missing.stderr

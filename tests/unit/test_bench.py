@@ -1,0 +1,134 @@
+"""`medzoo bench` and `medzoo merge`: scoring, result folders, resume, and engine agreement."""
+
+import json
+
+import pytest
+from conftest import run_medzoo
+
+
+def test_score_example_per_task():
+    from medzoo.bench import score_example
+
+    parsed, m = score_example("vqa", "Red.", "red")
+    assert parsed is None and m["exact_match"] == 1.0 and m["token_f1"] == 1.0
+    parsed, m = score_example("distance", "about 12.0 mm", "10.0")
+    assert parsed == [12.0] and m["parsed"] and m["abs_error"] == [2.0] and m["rel_error"] == [pytest.approx(0.2)]
+    parsed, m = score_example(
+        "lesion-size", "major axis: 20 mm, minor axis: 5 mm", "major axis: 25.0 mm, minor axis: 10.0 mm"
+    )
+    assert parsed == [20.0, 5.0] and m["abs_error"] == [5.0, 5.0] and m["rel_error"] == [0.2, 0.5]
+    parsed, m = score_example("lesion-size", "major axis: 20 mm", "major axis: 25.0 mm, minor axis: 10.0 mm")
+    assert parsed is None and not m["parsed"] and m["abs_error"] == [5.0, None]
+    parsed, m = score_example("detection", "[0.0, 0.0, 0.5, 1.0]", "[0.0, 0.0, 1.0, 1.0]")
+    assert parsed == [0.0, 0.0, 0.5, 1.0] and m["iou"] == pytest.approx(0.5)
+    parsed, m = score_example("detection", "no idea", "[0.0, 0.0, 1.0, 1.0]")
+    assert parsed is None and m["iou"] == 0.0 and not m["parsed"]
+
+
+def test_metric_modules_load_offline_by_path():
+    from medzoo import metric_modules
+
+    text = metric_modules.load("medzoo_text").compute(predictions=["Red", "a blue thing"], references=["red", "blue"])
+    assert text == {"n": 2, "exact_match": 0.5, "token_f1": pytest.approx(5 / 6), "rouge_l": pytest.approx(5 / 6)}
+    meas = metric_modules.load("medzoo_measurement").compute(
+        predictions=["12.0 mm", "nothing"], references=["10.0", "5"]
+    )
+    # the failed parse counts: abs error |5|, relative error 1
+    assert meas["parse_rate"] == 0.5 and meas["mae"] == pytest.approx(3.5) and meas["mre"] == pytest.approx(0.6)
+    assert meas["parsed_only_mae"] == pytest.approx(2.0)
+    bert = metric_modules.load("medzoo_bertscore").compute(
+        predictions=["red", "", "the lesion is red"], references=["red", "red", "blue"]
+    )
+    assert bert["f1"][0] == pytest.approx(1.0, abs=1e-4) and bert["f1"][1] == 0.0 and 0 < bert["f1"][2] < 1
+
+
+def _record(config, task, pred, ref, category=None):
+    from medzoo.bench import score_example
+
+    model, mode = config.split("/")
+    _, m = score_example(task, pred, ref)
+    m["bertscore_f1"] = 1.0 if pred == ref else 0.5
+    return {
+        "id": f"{task}-{pred}-{ref}",
+        "task": task,
+        "category": category,
+        "config": config,
+        "model": model,
+        "mode": mode,
+        "prediction": pred,
+        "reference": ref,
+        "metrics": m,
+    }
+
+
+def test_summary_tables_csv_and_plot(tmp_path):
+    from medzoo.bench import markdown_tables, summarize, write_reports
+
+    records = [
+        _record("base/none", "vqa", "no", "yes", "presence"),
+        _record("base/none", "vqa", "red", "red", "colour"),
+        _record("base/none", "distance", "garbage", "10.0"),
+        _record("tuned/none", "vqa", "yes", "yes", "presence"),
+        _record("tuned/none", "vqa", "red", "red", "colour"),
+        _record("tuned/none", "distance", "11.0", "10.0"),
+    ]
+    summary = summarize(records, ["base/none", "tuned/none"])
+    summary.update(recipe="r", split="test", n_examples=3, engine="hf", timing={})
+    base, tuned = summary["configs"]
+    assert base["exact_match"] == pytest.approx(1 / 3) and tuned["exact_match"] == pytest.approx(2 / 3)
+    assert base["tasks"]["vqa"]["by_category"] == {"colour": 1.0, "presence": 0.0}
+    assert base["tasks"]["distance"]["parse_rate"] == 0.0 and base["tasks"]["distance"]["mre"] == 1.0
+    assert (
+        tuned["tasks"]["distance"]["mre"] == pytest.approx(0.1)
+        and tuned["tasks"]["distance"]["share_mre_lt_0.2"] == 1.0
+    )
+    md = markdown_tables(summary)
+    assert "| base/none | 3 | 0.333 |" in md and "| tuned/none | 1.000 | 1.000 |" in md
+    write_reports(tmp_path, summary)
+    rows = (tmp_path / "summary.csv").read_text().splitlines()
+    assert rows[0] == "config,model,mode,task,metric,value"
+    assert "tuned/none,tuned,none,vqa:presence,accuracy,1.0" in rows
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "summary.json").read_text())["configs"][1]["config"] == "tuned/none"
+
+
+def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from medzoo.bench import choose_lora_mode
+    from medzoo.merge import adapter_vllm_blocker
+    from medzoo.models.family import get_family
+
+    qwen = get_family("qwen2_5_vl")
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    (lm / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": None}))
+    save_file(
+        {"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 64)},
+        str(lm / "adapter_model.safetensors"),
+    )
+    assert adapter_vllm_blocker(lm, qwen) is None
+    vision = tmp_path / "vision"
+    vision.mkdir()
+    (vision / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": None}))
+    save_file(
+        {"base_model.model.model.visual.blocks.0.attn.qkv.lora_A.weight": torch.zeros(8, 64)},
+        str(vision / "adapter_model.safetensors"),
+    )
+    assert "vision tower" in adapter_vllm_blocker(vision, qwen)
+    (lm / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    assert "modules_to_save" in adapter_vllm_blocker(lm, qwen)
+    assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=80 << 20) == "lora"  # tiny model on CPU
+    assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=8 << 30) == "merged"  # 2B+ on CPU
+    assert choose_lora_mode("auto", {}, on_cuda=True, weight_bytes=8 << 30) == "lora"
+    assert choose_lora_mode("merged", {}, on_cuda=True) == "merged"
+    assert choose_lora_mode("lora", {"tuned": "why"}) == "merged"
+    with pytest.raises(ValueError, match="--lora-mode"):
+        choose_lora_mode("fast", {})
+
+
+def test_bench_without_adapter_says_what_to_do(tmp_path):
+    proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={tmp_path / 'none'}", check=False)
+    assert proc.returncode == 2
+    assert "no trained adapter; run `medzoo train phantom-tiny` first" in proc.stderr
