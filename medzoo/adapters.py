@@ -6,6 +6,8 @@ frozen (and unquantised under QLoRA) unless the recipe says `train_vision: true`
 
 from __future__ import annotations
 
+from medzoo.errors import InvalidValue
+
 
 def linear_module_names(model, prefixes: tuple[str, ...], leaves: list[str] | None = None) -> list[str]:
     """Full names of the linear layers under the given module prefixes (optionally only these leaves).
@@ -32,7 +34,7 @@ def target_modules(model, family, spec) -> list[str]:
     leaves = None if spec.target_modules == "all-linear" else list(spec.target_modules)
     names = linear_module_names(model, tuple(prefixes), leaves)
     if not names:
-        raise ValueError(f"adapter.target_modules: no linear layers {leaves or ''} found under {', '.join(prefixes)}")
+        raise InvalidValue(f"adapter.target_modules: no linear layers {leaves or ''} found under {', '.join(prefixes)}")
     return names
 
 

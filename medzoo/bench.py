@@ -29,6 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medzoo.errors import AlreadyExists, InvalidValue, MissingState, UnknownName
+from medzoo.run import RunDir, check_run_base
+
 MEASUREMENT_VALUES = {"distance": 1, "angle": 1, "lesion-size": 2}  # numbers per answer
 LORA_MODES = ("auto", "lora", "merged")
 # Primary figure per task for the plot: higher is better.
@@ -64,22 +67,23 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
         elif name == "tuned":
             if adapters:
                 continue  # --adapter replaces the recipe's own adapter
-            path = recipe.run_path() / "adapter"
+            path = RunDir(recipe.run_path()).adapter
             if not (path / "adapter_config.json").exists():
-                raise FileNotFoundError(
+                raise MissingState(
                     f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base"
                 )
+            check_run_base(recipe, "bench")
             models.append(BenchModel("tuned", str(path)))
         else:
-            raise ValueError(f"--models: expected base and/or tuned, got {name!r}")
+            raise InvalidValue(f"--models: expected base and/or tuned, got {name!r}")
     for i, a in enumerate(adapters):
         p = Path(a)
         if not (p / "adapter_config.json").exists():
-            raise FileNotFoundError(f"--adapter {a}: not a peft adapter folder (no adapter_config.json)")
+            raise MissingState(f"--adapter {a}: not a peft adapter folder (no adapter_config.json)")
         label = "tuned" if len(adapters) == 1 else f"{p.parent.name if p.name == 'adapter' else p.name}-{i}"
         models.append(BenchModel(label, str(p)))
     if not models:
-        raise ValueError("--models: nothing to evaluate")
+        raise InvalidValue("--models: nothing to evaluate")
     return models
 
 
@@ -95,7 +99,7 @@ def choose_lora_mode(
     'merged', and the caller says so.
     """
     if requested not in LORA_MODES:
-        raise ValueError(f"--lora-mode: expected one of {', '.join(LORA_MODES)}, got {requested!r}")
+        raise InvalidValue(f"--lora-mode: expected one of {', '.join(LORA_MODES)}, got {requested!r}")
     if blockers:
         return "merged"
     if requested != "auto":
@@ -182,7 +186,7 @@ def _open_workdir(out: Path, spec: dict, overwrite: bool, log) -> tuple[Path, li
         if _stored_digest(out) == digest:
             return out, _read_records(out / "records.jsonl")
         if not overwrite:
-            raise FileExistsError(
+            raise AlreadyExists(
                 f"{out}: holds results of a different bench (other settings); pass --overwrite to replace it or --out for a new folder"
             )
     partial = out.with_name(out.name + ".partial")
@@ -358,10 +362,10 @@ def run_bench(
     modes = list(modes or recipe.bench.prompts)
     for m in modes:
         if m not in PROMPT_MODES:
-            raise ValueError(f"--prompts: expected some of {', '.join(PROMPT_MODES)}, got {m!r}")
+            raise InvalidValue(f"--prompts: expected some of {', '.join(PROMPT_MODES)}, got {m!r}")
     engine = engine or recipe.bench.engine
     if engine not in ENGINES:
-        raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        raise InvalidValue(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     split = split or recipe.bench.split
     limit = limit or recipe.bench.limit
     bench_models = resolve_models(recipe, list(models or ["base", "tuned"]), list(adapters or []))
@@ -371,7 +375,7 @@ def run_bench(
     base_path, family, settings, processor = base.path, base.family, base.image_settings, base.processor
     splits = load_splits(recipe.data)
     if split not in splits:
-        raise KeyError(f"--split {split!r}: the dataset has splits {', '.join(splits)}")
+        raise UnknownName(f"--split {split!r}: the dataset has splits {', '.join(splits)}")
     ds = splits[split]
     n = min(limit, len(ds)) if limit else len(ds)
     rows = [ds[i] for i in range(n)]

@@ -204,10 +204,11 @@ def build_card(recipe, repo_id: str | None = None, what: str = "adapter", export
     from huggingface_hub import ModelCard
 
     run = recipe.run_path()
-    manifest_path = run / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path}: no trained run; run `medzoo train {recipe.name}` first")
-    manifest = json.loads(manifest_path.read_text())
+    from medzoo.run import check_same_base, read_manifest
+
+    typed = read_manifest(run, recipe.name)
+    check_same_base(recipe, typed, "card")
+    manifest = typed.to_dict()
     bench_dir = latest_bench(run)
     summary = json.loads((bench_dir / "summary.json").read_text()) if bench_dir else None
     parity_path = (export_dir or run / "export") / "parity.json"

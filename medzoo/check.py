@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from medzoo.errors import InvalidValue
+
 
 @dataclass
 class CheckReport:
@@ -87,7 +89,7 @@ def _render_one(recipe, splits, clean_rows, DropCounter) -> dict:
     split = "train" if "train" in splits else next(iter(splits))
     ds = clean_rows(splits[split], recipe.data.drop_answers, DropCounter())
     if len(ds) == 0:
-        raise ValueError(f"data: no usable example in split {split!r} to render")
+        raise InvalidValue(f"data: no usable example in split {split!r} to render")
     row = ds[0]
     enc = Encoder(base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings)
     prompt, _, images = enc.texts(row)

@@ -6,40 +6,26 @@ Nothing heavy is imported at module level, so `medzoo --help` stays instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 
 class MedzooGroup(click.Group):
-    """Turns medzoo's expected errors into one clear line on stderr (exit 2), not a traceback."""
+    """An expected error (medzoo.errors.MedzooError: bad input, missing state) is one line on stderr
+    and exit 1; anything else is a bug and keeps its traceback. Usage errors stay click's (exit 2)."""
 
     def invoke(self, ctx):
-        from medzoo.data.records import AnnotationError
-        from medzoo.export import ExportError
-        from medzoo.merge import MergeError
-        from medzoo.publish import PublishError
-        from medzoo.recipe import RecipeError
+        from medzoo.errors import MedzooError
 
         try:
             return super().invoke(ctx)
-        except (
-            RecipeError,
-            AnnotationError,
-            MergeError,
-            PublishError,
-            ExportError,
-            KeyError,
-            FileNotFoundError,
-            FileExistsError,
-            IndexError,
-            ValueError,
-        ) as e:
-            if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort)):
+        except MedzooError as e:
+            if os.environ.get("MEDZOO_DEBUG"):
                 raise
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            click.echo(f"error: {msg}", err=True)
-            sys.exit(2)
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -49,12 +35,15 @@ def _csv(value: str | None) -> list[str] | None:
 
 @click.group(cls=MedzooGroup)
 @click.version_option(package_name="medzoo")
-def main():
+@click.option("--debug", is_flag=True, help="Show the traceback of expected errors too (also MEDZOO_DEBUG=1).")
+def main(debug):
     """medzoo: fine-tune, benchmark and ship medical vision-language models.
 
     A recipe (YAML in recipes/) pairs a base VLM with an adapter and a dataset. Start with
     `medzoo recipes list`.
     """
+    if debug:
+        os.environ["MEDZOO_DEBUG"] = "1"  # inherited by launched training processes too
 
 
 # ---------------------------------------------------------------- zoo

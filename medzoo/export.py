@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.errors import InvalidValue, MedzooError
+
 LLAMA_CPP_PYTHON = "0.3.36"
 QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 F16_MIN_AGREEMENT = 0.98
@@ -39,7 +41,7 @@ METRIC_TOLERANCE = 0.02  # a quantisation that moves the task metric more than t
 NEAR_TIE_LOGITS = 0.5
 
 
-class ExportError(RuntimeError):
+class ExportError(MedzooError, RuntimeError):
     pass
 
 
@@ -382,7 +384,7 @@ def export_gguf(
     quants = quants or list(QUANTS)
     for q in quants:
         if q not in QUANTS:
-            raise ValueError(f"--quant: expected some of {', '.join(QUANTS)}, got {q!r}")
+            raise InvalidValue(f"--quant: expected some of {', '.join(QUANTS)}, got {q!r}")
     if "f16" not in quants:
         quants = ["f16", *quants]  # the other quantisations are made from it
     final_dir = Path(out) if out else recipe.run_path() / "export"

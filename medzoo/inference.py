@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medzoo.errors import InvalidValue
+
 ENGINES = ("hf", "vllm")
 
 
@@ -68,7 +70,7 @@ def answer(
             model_path, limit_images=max(len(i) for i in prepared.images), image_settings=image_settings
         )
         return vllm_engine.generate(llm, prepared.prompts, prepared.images, max_new_tokens, stops)
-    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    raise InvalidValue(f"engine must be one of {ENGINES}, got {engine!r}")
 
 
 def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("hf",), mode: str = "none") -> dict:
@@ -81,7 +83,7 @@ def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("h
     model_path, family, settings, processor = base.path, base.family, base.image_settings, base.processor
     ds = load_splits(recipe.data)[split]
     if not 0 <= index < len(ds):
-        raise IndexError(f"--index {index}: split {split!r} has {len(ds)} examples")
+        raise InvalidValue(f"--index {index}: split {split!r} has {len(ds)} examples")
     row = ds[index]
     prepared = prepare([row], processor, family, prompt_settings(recipe), mode, settings)
     answers = {

@@ -20,6 +20,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from medzoo.errors import InvalidValue, MissingState
+
 LAUNCHERS = ("torchrun", "accelerate")
 
 
@@ -35,11 +37,11 @@ def config_path(name: str) -> Path:
     """A shipped accelerate config by name, or a path to the user's own."""
     if name.endswith((".yaml", ".yml")) or os.sep in name:
         if not Path(name).exists():
-            raise FileNotFoundError(f"--config {name}: no such file")
+            raise MissingState(f"--config {name}: no such file")
         return Path(name)
     path = Path(str(resources.files("medzoo").joinpath("launch_configs", f"{name}.yaml")))
     if not path.exists():
-        raise ValueError(
+        raise InvalidValue(
             f"--config {name}: expected one of {', '.join(config_names())} or a path to an accelerate config file"
         )
     return path
@@ -72,12 +74,12 @@ def launch_command(
     --main_process_ip HOST` for accelerate)."""
     launcher = launcher or ("accelerate" if config else "torchrun")
     if launcher not in LAUNCHERS:
-        raise ValueError(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}")
+        raise InvalidValue(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}")
     extra = shlex.split(launcher_args)
     target = ["-m", "medzoo.cli", "train", *train_args]
     if launcher == "torchrun":
         if config:
-            raise ValueError("--config: accelerate configs need --launcher accelerate")
+            raise InvalidValue("--config: accelerate configs need --launcher accelerate")
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *extra, *target]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc)]
     if config:

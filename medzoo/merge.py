@@ -16,10 +16,12 @@ import json
 import shutil
 from pathlib import Path
 
+from medzoo.errors import MedzooError, MissingState
+
 MERGE_INFO = "merge.json"
 
 
-class MergeError(RuntimeError):
+class MergeError(MedzooError, RuntimeError):
     pass
 
 
@@ -30,7 +32,7 @@ def adapter_digest(adapter_dir: str | Path) -> str:
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         p = adapter_dir / name
         if not p.exists():
-            raise FileNotFoundError(f"{adapter_dir}: not a peft adapter folder (missing {name})")
+            raise MissingState(f"{adapter_dir}: not a peft adapter folder (missing {name})")
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -181,12 +183,15 @@ def merge_for_recipe(
     from medzoo.inference import prepare
     from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
+    from medzoo.run import check_run_base
 
     adapter_dir = Path(adapter) if adapter else recipe.run_path() / "adapter"
     if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(
+        raise MissingState(
             f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter"
         )
+    if not adapter:
+        check_run_base(recipe, "merge")
     base = recipe_base(recipe)
     _, rows = first_rows(recipe.data, recipe.bench.split, n_check)
     prepared = prepare(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from medzoo.errors import InvalidValue
+
 IGNORE = -100
 
 
@@ -118,7 +120,7 @@ class Encoder:
         prompt = render(self.processor, build_messages(row, **kwargs)[0], add_generation_prompt=True)
         full = render(self.processor, build_messages(row, with_answer=True, **kwargs)[0], add_generation_prompt=False)
         if not full.startswith(prompt):
-            raise ValueError(
+            raise InvalidValue(
                 f"{self.family.name}: the chat template does not render the prompt as a prefix of the answered conversation"
             )
         return prompt, full, images

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from medzoo.errors import InvalidValue
+
 PROMPT_MODES = ("none", "static", "adaptive")
 
 DEFAULT_STATIC_PROMPT = (
@@ -72,7 +74,7 @@ def system_prompt(question: str, mode: str, settings: PromptSettings) -> tuple[s
         routes = route(question, settings.adaptive)
         extra = [settings.adaptive[r]["prompt"] for r in routes]
         return "\n".join([settings.static, *extra]), routes
-    raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+    raise InvalidValue(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
 
 
 def user_text(example: dict, perceived_size: tuple[int, int] | None = None) -> str:

@@ -16,10 +16,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medzoo.errors import InvalidValue, MedzooError, MissingState
+
 ARTEFACTS = ("adapter", "merged", "gguf")
 
 
-class PublishError(RuntimeError):
+class PublishError(MedzooError, RuntimeError):
     pass
 
 
@@ -52,7 +54,7 @@ def stage(
 
     for w in what:
         if w not in ARTEFACTS:
-            raise ValueError(f"--what: expected some of {', '.join(ARTEFACTS)}, got {w!r}")
+            raise InvalidValue(f"--what: expected some of {', '.join(ARTEFACTS)}, got {w!r}")
     run = recipe.run_path()
     export_dir = export_dir or run / "export"
     sources = {"adapter": run / "adapter", "merged": run / "merged", "gguf": export_dir}
@@ -63,7 +65,7 @@ def stage(
                 "merged": f"medzoo merge {recipe.name}",
                 "gguf": f"medzoo export {recipe.name} --gguf",
             }[w]
-            raise FileNotFoundError(f"{sources[w]}: nothing to publish for --what {w}; run `{hint}` first")
+            raise MissingState(f"{sources[w]}: nothing to publish for --what {w}; run `{hint}` first")
     card = build_card(
         recipe,
         repo_id=repo_id,
@@ -136,7 +138,7 @@ def publish(
     from huggingface_hub import get_token
 
     if "/" not in repo_id or repo_id.count("/") != 1:
-        raise ValueError(f"--repo: expected OWNER/NAME, got {repo_id!r}")
+        raise InvalidValue(f"--repo: expected OWNER/NAME, got {repo_id!r}")
     what = list(what or ["adapter"])
     folder, files = stage(recipe, repo_id, what, out)
     message = f"medzoo publish {recipe.name}: {', '.join(what)} (config {recipe.config_hash()})"

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from medzoo.errors import MedzooError
 from medzoo.prompts import DEFAULT_ADAPTIVE_CATEGORIES, DEFAULT_STATIC_PROMPT, PROMPT_MODES
 
 
-class RecipeError(ValueError):
+class RecipeError(MedzooError, ValueError):
     """A recipe problem, phrased as one line: `<file>: <field>: <what was expected>`."""
 
 

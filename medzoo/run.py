@@ -110,6 +110,15 @@ def read_manifest(run_dir: str | Path, recipe_name: str | None = None) -> Manife
     return Manifest.from_dict(data, str(path))
 
 
+def check_run_base(recipe, stage: str) -> Manifest | None:
+    """The recipe's own run's manifest, refusing it when its base is not the recipe's (None: no manifest)."""
+    if not RunDir(recipe.run_path()).manifest.exists():
+        return None
+    manifest = read_manifest(recipe.run_path(), recipe.name)
+    check_same_base(recipe, manifest, stage)
+    return manifest
+
+
 def check_same_base(recipe, manifest: Manifest, stage: str) -> None:
     """Refuse to use a run's adapter with a recipe whose base is not the one it was trained on."""
     if manifest.base != recipe.base:

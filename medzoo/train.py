@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medzoo import __version__
+from medzoo.errors import AlreadyExists, InvalidValue
 
 
 @dataclass
@@ -125,7 +126,7 @@ def prepare_split(
             )
             dd = {"train": parts["train"], "validation": parts["test"]}
         else:
-            raise ValueError(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
+            raise InvalidValue(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
     raw = dd[split]
     proc = ctx.processor
     key = {
@@ -151,14 +152,14 @@ def prepare_split(
         ds = raw
         if stage_filter is not None:
             if "stage" not in ds.column_names:
-                raise ValueError(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
+                raise InvalidValue(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
             ds = ds.filter(lambda s: str(s) == str(stage_filter), input_columns="stage")
         if categories:
             if "category" not in ds.column_names:
-                raise ValueError(f"train.stages: categories {categories} need a 'category' column in the dataset")
+                raise InvalidValue(f"train.stages: categories {categories} need a 'category' column in the dataset")
             wanted, present = set(categories), sorted(set(ds["category"]))
             if not wanted & set(present):
-                raise ValueError(
+                raise InvalidValue(
                     f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})"
                 )
             ds = ds.filter(lambda c: c in wanted, input_columns="category")
@@ -171,7 +172,7 @@ def prepare_split(
 
     ds, hit, _ = cached_dataset("preprocessed", key, build)
     if len(ds) == 0:
-        raise ValueError(f"data: no usable examples left in split {split!r} after cleaning and limits")
+        raise InvalidValue(f"data: no usable examples left in split {split!r} after cleaning and limits")
     drops = json.loads(ds[0]["_drops"])
     for k, v in drops.items():
         ctx.drops[f"{split}.{k}"] = ctx.drops.get(f"{split}.{k}", 0) + v
@@ -422,7 +423,7 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     if not main:
         log, progress = (lambda *a: None), False
     if main and run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
-        raise FileExistsError(
+        raise AlreadyExists(
             f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over"
         )
     if main and overwrite and run_dir.exists() and not dry_run:
@@ -543,6 +544,7 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
         "base_path": model_path,
         "family": family.name,
         "adapter_method": recipe.adapter.method,
+        "train_prompt_mode": recipe.prompts.train_mode,
         "data_fingerprint": val_ds._fingerprint,
         "dataset": _data_fingerprint(recipe.data),
         "dropped_rows": ctx.drops,

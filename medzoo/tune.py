@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medzoo.data.sources import loaded_once
+from medzoo.errors import InvalidValue
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -242,7 +243,7 @@ def tune(
                 )
         else:
             if not storage.startswith(("sqlite:", "postgresql:", "mysql:")):
-                raise ValueError(
+                raise InvalidValue(
                     f"--jobs {jobs}: parallel trials share the study through a database; --storage {storage} is not one"
                 )
             import multiprocessing as mp

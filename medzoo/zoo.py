@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.errors import UnknownName
 from medzoo.paths import zoo_dir
 
 ZOO_PREFIX = "zoo:"
@@ -55,7 +56,7 @@ def zoo_entry(name: str) -> ZooEntry:
 
         close = difflib.get_close_matches(name, ZOO, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(f"unknown zoo model {name!r}{hint}; known: {', '.join(ZOO)}")
+        raise UnknownName(f"unknown zoo model {name!r}{hint}; known: {', '.join(ZOO)}")
     return ZOO[name]
 
 

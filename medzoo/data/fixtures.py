@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medzoo.errors import InvalidValue
 from medzoo.paths import medzoo_home
 
 FIXTURES = ("kvasir-vqa", "flare25", "surgical-curriculum", "ct-measure")
@@ -24,7 +25,7 @@ FIXTURES = ("kvasir-vqa", "flare25", "surgical-curriculum", "ct-measure")
 
 def fixture_path(name: str, seed: int = 0) -> Path:
     if name not in FIXTURES:
-        raise ValueError(f"data.path: fixture:{name}: unknown fixture; expected one of {', '.join(FIXTURES)}")
+        raise InvalidValue(f"data.path: fixture:{name}: unknown fixture; expected one of {', '.join(FIXTURES)}")
     from medzoo.atomic import build_dir
 
     out = medzoo_home() / "fixtures" / f"{name}-{seed}"

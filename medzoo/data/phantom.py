@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.errors import AlreadyExists, InvalidValue
+
 PHANTOM_VERSION = 3  # bump whenever generation changes: it is part of the dataset fingerprint
 TASKS = ("vqa", "distance", "angle", "detection", "lesion-size")
 SPLITS = ("train", "validation", "test")
@@ -66,13 +68,13 @@ class PhantomConfig:
     def __post_init__(self):
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
-            raise ValueError(f"phantom: unknown task {bad[0]!r}; expected one of {', '.join(TASKS)}")
+            raise InvalidValue(f"phantom: unknown task {bad[0]!r}; expected one of {', '.join(TASKS)}")
         if self.box_origin not in BOX_ORIGINS:
-            raise ValueError(f"phantom: box_origin must be one of {BOX_ORIGINS}, got {self.box_origin!r}")
+            raise InvalidValue(f"phantom: box_origin must be one of {BOX_ORIGINS}, got {self.box_origin!r}")
         if self.background not in ("synthetic", "dicom"):
-            raise ValueError(f"phantom: background must be 'synthetic' or 'dicom', got {self.background!r}")
+            raise InvalidValue(f"phantom: background must be 'synthetic' or 'dicom', got {self.background!r}")
         if self.image_size < 32:
-            raise ValueError(f"phantom: image_size must be >= 32, got {self.image_size}")
+            raise InvalidValue(f"phantom: image_size must be >= 32, got {self.image_size}")
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "validation": self.n_val, "test": self.n_test}
@@ -384,7 +386,7 @@ def write(cfg: PhantomConfig, out: str | Path, fmt: str = "datasets", progress: 
 
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out}: already exists; choose another --out or remove it")
+        raise AlreadyExists(f"{out}: already exists; choose another --out or remove it")
     dd = generate(cfg, progress=progress)
     with build_dir(out) as tmp:
         if fmt == "datasets":
@@ -392,7 +394,7 @@ def write(cfg: PhantomConfig, out: str | Path, fmt: str = "datasets", progress: 
         elif fmt == "llava":
             _write_llava(dd, tmp)
         else:
-            raise ValueError(f"phantom: unknown format {fmt!r}; expected 'datasets' or 'llava'")
+            raise InvalidValue(f"phantom: unknown format {fmt!r}; expected 'datasets' or 'llava'")
         (tmp / "phantom.json").write_text(json.dumps({"config": cfg.__dict__, "format": fmt}, indent=2, default=list))
     return out
 

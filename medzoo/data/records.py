@@ -26,10 +26,12 @@ import json
 import random
 from pathlib import Path
 
+from medzoo.errors import MedzooError
+
 MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(MedzooError, ValueError):
     """An annotation file problem, as one line: `<file>: <record>: <what was expected>`."""
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from medzoo.errors import MissingState
 from medzoo.paths import data_dir
 
 _loaded: dict | None = None  # spec key -> DatasetDict, while inside `loaded_once()`
@@ -75,14 +76,14 @@ def _annotation_splits(spec) -> dict[str, list[dict]]:
             if not ann.is_absolute() and root is not None:
                 ann = root / ann
             if not ann.exists():
-                raise FileNotFoundError(f"data.registry.{name}.annotation: {ann}: no such file")
+                raise MissingState(f"data.registry.{name}.annotation: {ann}: no such file")
             imgs = Path(entry.images) if entry.images else None
             if imgs is not None and not imgs.is_absolute() and root is not None:
                 imgs = root / imgs
             rows += records.sample(records.conversation_rows(ann, imgs, name=name), pct, spec.seed)
         return {"train": rows}
     if root is None or not root.exists():
-        raise FileNotFoundError(f"data.path: {spec.path}: no such file or folder")
+        raise MissingState(f"data.path: {spec.path}: no such file or folder")
     read = records.conversation_rows if spec.source == "conversations" else records.table_rows
     if root.is_dir():
         files = {
@@ -98,7 +99,7 @@ def _annotation_splits(spec) -> dict[str, list[dict]]:
                 if f.suffix in (".json", ".jsonl", ".csv") and f.name != "fixture.json"
             ]
             if len(found) != 1:
-                raise FileNotFoundError(
+                raise MissingState(
                     f"data.path: {root}: expected train/validation/test .json, .jsonl or .csv files, or exactly one annotation file, in the folder"
                 )
             root = found[0]
@@ -154,7 +155,7 @@ def _load_splits(spec):
     if spec.source == "disk":
         path = resolve_path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"data.path: {spec.path}: no such dataset folder")
+            raise MissingState(f"data.path: {spec.path}: no such dataset folder")
         ds = load_from_disk(str(path))
     else:  # hub
         ds = load_dataset(spec.path)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medzoo.errors import UnknownName
+
 FAMILIES: dict[str, Family] = {}
 
 
@@ -45,7 +47,7 @@ def _load_all() -> None:
 def get_family(name: str) -> Family:
     _load_all()
     if name not in FAMILIES:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+        raise UnknownName(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 
@@ -55,7 +57,7 @@ def family_for_model_type(model_type: str) -> Family:
         if model_type in fam.model_types:
             return fam
     known = sorted(t for f in FAMILIES.values() for t in f.model_types)
-    raise KeyError(f"model_type {model_type!r} is not a supported VLM family; supported: {', '.join(known)}")
+    raise UnknownName(f"model_type {model_type!r} is not a supported VLM family; supported: {', '.join(known)}")
 
 
 def scale_output_layer(model, std: float) -> None:

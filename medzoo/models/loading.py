@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.errors import MissingState
 from medzoo.models.family import Family, family_for_model_type
 
 
@@ -26,11 +27,11 @@ def model_type_of(path: str) -> str:
         return AutoConfig.from_pretrained(path).model_type
     except OSError as e:
         if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower():
-            raise FileNotFoundError(
+            raise MissingState(
                 f"base: {path}: not available offline (not a local folder and not in the Hugging Face cache); "
                 f"download it once with network access, or try the recipe offline with --set base=zoo:<tiny model>"
             ) from None
-        raise FileNotFoundError(f"base: {path}: cannot load its config ({str(e).splitlines()[0]})") from None
+        raise MissingState(f"base: {path}: cannot load its config ({str(e).splitlines()[0]})") from None
 
 
 def family_of(path: str) -> Family:

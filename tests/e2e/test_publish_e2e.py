@@ -196,7 +196,7 @@ def test_bad_repo_and_missing_artefacts_are_clear(run):
     bad = run_medzoo(
         "publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "no-owner", "--dry-run", check=False
     )
-    assert bad.returncode == 2 and "--repo: expected OWNER/NAME, got 'no-owner'" in bad.stderr
+    assert bad.returncode == 1 and "--repo: expected OWNER/NAME, got 'no-owner'" in bad.stderr
     missing = run_medzoo(
         "publish",
         "phantom-tiny",
@@ -209,4 +209,4 @@ def test_bad_repo_and_missing_artefacts_are_clear(run):
         "--dry-run",
         check=False,
     )
-    assert missing.returncode == 2 and "run `medzoo export phantom-tiny --gguf` first" in missing.stderr
+    assert missing.returncode == 1 and "run `medzoo export phantom-tiny --gguf` first" in missing.stderr

@@ -1,6 +1,7 @@
 """`medzoo bench` and `medzoo merge`: scoring, result folders, resume, and engine agreement."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run_medzoo
@@ -130,5 +131,45 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
 
 def test_bench_without_adapter_says_what_to_do(tmp_path):
     proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={tmp_path / 'none'}", check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "no trained adapter; run `medzoo train phantom-tiny` first" in proc.stderr
+
+
+def _fake_run(run_dir: Path, base: str) -> Path:
+    """A run folder as train leaves it (adapter + manifest), trained on `base`."""
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    manifest = {
+        "medzoo_version": "0.1.0",
+        "recipe": "phantom-tiny",
+        "config_hash": "x",
+        "base": base,
+        "base_path": "/nowhere",
+        "family": "qwen2_5_vl",
+        "adapter_method": "lora",
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+@pytest.mark.parametrize("command", ["bench", "merge", "card"])
+def test_a_stage_refuses_an_adapter_trained_on_another_base(tmp_path, command):
+    run = _fake_run(tmp_path / "run", "zoo:tiny-qwen2.5-vl")
+    proc = run_medzoo(
+        command, "phantom-tiny", "--set", f"run_dir={run}", "--set", "base=zoo:tiny-qwen2-vl", check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {command}: the adapter in {run} was trained on base 'zoo:tiny-qwen2.5-vl', but the recipe asks "
+        "for 'zoo:tiny-qwen2-vl'; train it on that base first or use another run_dir"
+    ]
+
+
+def test_a_manifest_not_written_by_train_is_one_line(tmp_path):
+    run = _fake_run(tmp_path / "run", "zoo:tiny-qwen2.5-vl")
+    (run / "manifest.json").write_text('{"base": "zoo:tiny-qwen2.5-vl"}')
+    proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={run}", check=False)
+    assert proc.returncode == 1
+    assert (
+        "manifest.json: missing medzoo_version, recipe, config_hash, base_path, family, adapter_method" in proc.stderr
+    )

@@ -9,7 +9,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
     run.mkdir()
     (run / "something").write_text("x")
     proc = run_medzoo("train", "phantom-tiny", "--set", f"run_dir={run}", check=False)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "already holds a run; pass --resume" in proc.stderr
 
 
