@@ -14,19 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medzoo.tasks import TASKS
+
 DISCLAIMER = (
     "**Not a medical device.** This model is a research artefact. It has not been validated for "
     "clinical use and must not be used to diagnose, treat or triage patients, or to replace the "
     "judgement of a qualified clinician. Its outputs can be wrong in ways that look plausible."
 )
 # Bench metrics that go into the Hub's model-index, per task: (key, metric type, readable name).
-INDEX_METRICS = {
-    "vqa": [("accuracy", "accuracy", "accuracy"), ("token_f1", "f1", "token F1")],
-    "distance": [("mre", "mre", "mean relative error"), ("share_mre_lt_0.2", "accuracy", "share MRE<0.2")],
-    "angle": [("mre", "mre", "mean relative error"), ("share_mre_lt_0.2", "accuracy", "share MRE<0.2")],
-    "lesion-size": [("mre", "mre", "mean relative error"), ("share_mre_lt_0.2", "accuracy", "share MRE<0.2")],
-    "detection": [("mean_iou", "iou", "mean IoU"), ("acc_iou_0.5", "accuracy", "accuracy at IoU 0.5")],
-}
+INDEX_METRICS = {t.name: list(t.index_metrics) for t in TASKS.values()}
 
 
 def latest_bench(run_dir: Path) -> Path | None:

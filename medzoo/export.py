@@ -13,7 +13,7 @@ Every export ends with a parity check, because "garbled output after conversion"
 The table is printed and written to parity.json (the model card shows it).
 
 On CPUs with AMX, llama.cpp's weight-repacking buffer types crash on quantised models
-(FIELD-NOTES): models are loaded with `use_extra_bufts=False`, and the README's commands pass `-nr`.
+(a segfault while loading): models are loaded with `use_extra_bufts=False`, and the README's commands pass `-nr`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, Literal, Union
 
 from medzoo.errors import MedzooError
 from medzoo.prompts import DEFAULT_ADAPTIVE_CATEGORIES, DEFAULT_STATIC_PROMPT, PROMPT_MODES
+from medzoo.tasks import TASK_NAMES
 
 
 class RecipeError(MedzooError, ValueError):
@@ -74,9 +75,7 @@ class DataSpec:
     images_root: str | None = None  # image paths are relative to this (default: the annotation file's folder)
     registry: dict[str, RegistryEntry] = field(default_factory=dict)  # conversations: named annotation files
     mix: str | None = None  # conversations: "name%N,name2" from the registry (N = percent sampled)
-    tasks: list[Literal["vqa", "distance", "angle", "detection", "lesion-size"]] = field(
-        default_factory=lambda: ["vqa"]
-    )
+    tasks: list[Literal[TASK_NAMES]] = field(default_factory=lambda: ["vqa"])  # medzoo.tasks
     n_train: int = field(default=200, metadata=POSITIVE_INT)  # phantom examples per task and split
     n_val: int = field(default=50, metadata=POSITIVE_INT)
     n_test: int = field(default=50, metadata=POSITIVE_INT)

@@ -12,7 +12,7 @@ Output folder (the recipe's run directory, default runs/<name>):
 Speed choices (measured in benchmarks/train_throughput.py): examples are tokenised and their
 images processed once and cached on disk, the collator only pads and concatenates, a plain
 `Trainer` is used (trl's SFTTrainer computes extra per-step metrics), and tiny models train on
-one torch thread (~40x faster per step than two on these machines, FIELD-NOTES).
+one torch thread (~40x faster per step than two on 2-core machines, measured).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def stages_of(recipe) -> list[Stage]:
 def choose_threads(recipe, n_params: int | None = None) -> int:
     if recipe.train.threads:
         return recipe.train.threads
-    # Tiny models: one thread beats two by a wide margin on small matrices (FIELD-NOTES).
+    # Tiny models: one thread beats two by a wide margin on small matrices (measured).
     if n_params is not None and n_params < 200_000_000:
         return 1
     return os.cpu_count() or 1

