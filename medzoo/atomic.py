@@ -55,3 +55,53 @@ def build_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def replace_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to `final`; on success it replaces `final`, old or not.
+
+    Unlike deleting the old folder first, a reader sees the old folder or the new one at every
+    moment, and a crash while writing leaves the old one untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        swap_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def swap_into_place(new: Path, final: Path) -> None:
+    """Move folder `new` to `final`, replacing an existing `final` (then removed)."""
+    if not final.exists():
+        os.rename(new, final)
+        return
+    if _exchange(new, final):  # one atomic swap: `new` now holds the old folder
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    trash = final.with_name(f".{final.name}.old-{os.getpid()}")  # no renameat2: two renames
+    os.rename(final, trash)
+    os.rename(new, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return ok

@@ -217,13 +217,9 @@ def _finish(workdir: Path, out: Path) -> None:
     """Move a completed `<out>.partial` into place; an old `<out>` is replaced, never half-overwritten."""
     if workdir == out:
         return
-    trash = None
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, trash)
-    os.rename(workdir, out)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    from medzoo.atomic import swap_into_place
+
+    swap_into_place(workdir, out)
 
 
 # ---------------------------------------------------------------- engines

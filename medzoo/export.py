@@ -372,7 +372,7 @@ def export_gguf(
     leave_output_tensor: bool = False,
 ) -> ExportResult:
     """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
-    from medzoo.atomic import write_json, write_text
+    from medzoo.atomic import swap_into_place, write_json, write_text
     from medzoo.bench import primary_score
     from medzoo.data.sources import first_rows
     from medzoo.engines import hf_engine
@@ -519,9 +519,7 @@ def export_gguf(
     default_quant = "q8_0" if "q8_0" in files else "f16"
     write_text(out_dir / "Modelfile", modelfile(family, files[default_quant].name, mmproj.name, system))
     write_text(out_dir / "README.md", _run_snippet(name, files, mmproj, default_quant, budget))
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.rename(out_dir, final_dir)
+    swap_into_place(out_dir, final_dir)
     out_dir = final_dir
     if token_mismatch:
         raise ExportError(

@@ -95,7 +95,7 @@ def merge(
     """
     from peft import PeftModel
 
-    from medzoo.atomic import build_dir, write_json
+    from medzoo.atomic import replace_dir, write_json
     from medzoo.models.loading import load_model
 
     out = Path(out)
@@ -124,9 +124,7 @@ def merge(
         "max_logit_diff": max_diff,
         "tolerance": tolerance,
     }
-    if out.exists():
-        shutil.rmtree(out)
-    with build_dir(out) as tmp:
+    with replace_dir(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         # transformers 5 saves fast tokenizers as tokenizer.json only; keep the base's SentencePiece
         # model too: llama.cpp's converter reads Gemma's vocabulary from it (a BPE tokenizer.json

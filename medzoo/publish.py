@@ -49,7 +49,7 @@ def stage(
     recipe, repo_id: str, what: list[str], out: Path | None = None, export_dir: Path | None = None
 ) -> tuple[Path, list[str]]:
     """Write the folder that would be uploaded (atomically) and return it with its file list."""
-    from medzoo.atomic import build_dir, write_json
+    from medzoo.atomic import replace_dir, write_json
     from medzoo.card import build_card, latest_bench
 
     for w in what:
@@ -73,9 +73,7 @@ def stage(
         export_dir=export_dir,
     )
     out = out or run / "publish" / repo_id.replace("/", "--")
-    if out.exists():
-        shutil.rmtree(out)
-    with build_dir(out) as tmp:
+    with replace_dir(out) as tmp:
         # peft writes its own placeholder README.md into adapter folders: ours is the card.
         if "adapter" in what:
             _copy_tree(sources["adapter"], tmp, skip={"README.md"})  # at the root: PeftModel.from_pretrained(repo)

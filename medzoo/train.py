@@ -335,11 +335,9 @@ def _latest_checkpoint(folder: Path) -> str | None:
 
 def _save_adapter(model, processor, dest: Path) -> None:
     """Adapter + processor (tokenizer, chat template) written atomically."""
-    from medzoo.atomic import build_dir
+    from medzoo.atomic import replace_dir
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    with build_dir(dest) as tmp:
+    with replace_dir(dest) as tmp:
         model.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
 
