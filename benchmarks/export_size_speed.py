@@ -30,7 +30,8 @@ def main() -> None:
 
     from medzoo.data.sources import first_rows
     from medzoo.engines import hf_engine
-    from medzoo.export import QUANTS, _quiet_native_stderr, export_gguf, gguf_answer, image_token_budget, load_gguf
+    from medzoo.engines.llama_cpp import gguf_answer, image_token_budget, load_gguf, quiet_native_stderr
+    from medzoo.export import QUANTS, export_gguf
     from medzoo.inference import prepare
     from medzoo.models.loading import load_model, recipe_base, stop_token_ids
     from medzoo.recipe import load_recipe, prompt_settings
@@ -94,7 +95,7 @@ def main() -> None:
     f16_mb = (out / f"{name}-f16.gguf").stat().st_size / 1e6
     for q in QUANTS:
         path = out / f"{name}-{q}.gguf"
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             t = time.perf_counter()
             llm = load_gguf(path, mmproj, budget)
             load_s = time.perf_counter() - t

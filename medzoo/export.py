@@ -18,7 +18,6 @@ On CPUs with AMX, llama.cpp's weight-repacking buffer types crash on quantised m
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -138,126 +137,6 @@ def quantize(src: Path, dest: Path, quant: str, leave_output_tensor: bool = Fals
     return dest
 
 
-# ---------------------------------------------------------------- running a GGUF
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """llama.cpp and mtmd log from C to fd 2 whatever `verbose` says; keep the terminal readable."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-@contextlib.contextmanager
-def _no_extra_buffer_types():
-    """Load models with use_extra_bufts=False: the AMX repack path segfaults on quantised weights."""
-    import llama_cpp.llama as llama_mod
-
-    original = llama_mod.llama_cpp.llama_model_default_params
-
-    def params():
-        p = original()
-        p.use_extra_bufts = False
-        return p
-
-    llama_mod.llama_cpp.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_mod.llama_cpp.llama_model_default_params = original
-
-
-def image_token_budget(processor) -> tuple[int, int] | None:
-    """(min, max) image tokens llama.cpp must use to resize like transformers does, or None.
-
-    llama.cpp's Qwen2/2.5-VL projector ignores the processor's min/max pixels and uses its own
-    budget (8..4096 tokens), so a tiny model's 112 px images became 140 px there (25 tokens
-    instead of 16) and answers diverged; real Qwen2.5-VL defaults allow 16384 tokens, beyond that
-    cap. The budget is passed explicitly (`--image-min-tokens/--image-max-tokens` on the CLI).
-    """
-    ip = processor.image_processor
-    size = getattr(ip, "size", None) or {}
-    if "longest_edge" not in size or not hasattr(ip, "merge_size"):
-        return None  # fixed-size families (Gemma): the mmproj carries the size
-    per_token = (ip.patch_size * ip.merge_size) ** 2
-    return max(1, size.get("shortest_edge", per_token) // per_token), size["longest_edge"] // per_token
-
-
-def _chat_handler(mmproj: Path, budget: tuple[int, int] | None):
-    from llama_cpp.llama_chat_format import MTMDChatHandler
-
-    class BudgetedHandler(MTMDChatHandler):
-        """MTMDChatHandler with an explicit image token budget (mtmd_context_params)."""
-
-        def _init_mtmd_context(self, llama_model):
-            original = self._mtmd_cpp.mtmd_context_params_default
-
-            def params():
-                p = original()
-                if budget:
-                    p.image_min_tokens, p.image_max_tokens = budget
-                return p
-
-            self._mtmd_cpp.mtmd_context_params_default = params
-            try:
-                super()._init_mtmd_context(llama_model)
-            finally:
-                self._mtmd_cpp.mtmd_context_params_default = original
-
-    return BudgetedHandler(clip_model_path=str(mmproj), verbose=False, use_gpu=False)
-
-
-def load_gguf(model: Path, mmproj: Path, budget: tuple[int, int] | None = None, n_ctx: int = 2048):
-    from llama_cpp import Llama
-
-    with _no_extra_buffer_types():
-        return Llama(
-            model_path=str(model),
-            chat_handler=_chat_handler(mmproj, budget),
-            n_ctx=n_ctx,
-            n_threads=os.cpu_count() or 1,
-            verbose=False,
-            seed=0,
-        )
-
-
-def _image_url(image) -> str:
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def openai_messages(messages: list[dict], images: list) -> list[dict]:
-    """medzoo chat messages -> OpenAI-style messages with data-URI images (what llama-server takes)."""
-    out, it = [], iter(images)
-    for m in messages:
-        content = []
-        for part in m["content"]:
-            if part["type"] == "image":
-                content.append({"type": "image_url", "image_url": {"url": _image_url(next(it))}})
-            else:
-                content.append({"type": "text", "text": part["text"]})
-        out.append({"role": m["role"], "content": content})
-    return out
-
-
-def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) -> str:
-    out = llm.create_chat_completion(
-        messages=openai_messages(messages, images), temperature=0.0, top_k=1, max_tokens=max_new_tokens, seed=0
-    )
-    return (out["choices"][0]["message"]["content"] or "").strip()
-
-
 def answer_margin(model, processor, prompt: str, images: list, reference: str, other: str, stop_id: int) -> float:
     """The merged model's lead, in logits, of the reference answer's token over the other answer's
     at the first token where the two answers part (teacher-forced on the reference before it)."""
@@ -293,8 +172,10 @@ def gguf_tokenization_mismatch(path: Path, tokenizer, text: str) -> str | None:
     spelled out as ordinary text, and the exported model answers garbage."""
     from llama_cpp import Llama
 
+    from medzoo.engines.llama_cpp import quiet_native_stderr
+
     want = tokenizer(text, add_special_tokens=False).input_ids
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
         got = vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         del vocab
@@ -375,7 +256,9 @@ def export_gguf(
     from medzoo.atomic import swap_into_place, write_json, write_text
     from medzoo.bench import primary_score
     from medzoo.data.sources import first_rows
-    from medzoo.engines import hf_engine
+    from medzoo.engines.base import requests_from
+    from medzoo.engines.hf_engine import HFEngine
+    from medzoo.engines.llama_cpp import LlamaCppEngine, image_token_budget
     from medzoo.inference import prepare
     from medzoo.merge import merge_for_recipe, write_added_tokens_decoder
     from medzoo.models.loading import load_model, recipe_base, stop_token_ids
@@ -415,18 +298,10 @@ def export_gguf(
     mode = recipe.prompts.train_mode
     ps = prompt_settings(recipe)
     prepared = prepare(rows, processor, family, ps, mode, settings)
-    model = load_model(str(merged))
-    reference = hf_engine.generate(
-        model,
-        processor,
-        prepared.prompts,
-        prepared.images,
-        recipe.bench.max_new_tokens,
-        stop_token_ids(processor, family),
-        batch_size=16,
-    )
-    reference = [r.strip() for r in reference]
-    del model
+    requests = requests_from(prepared)
+    hf = HFEngine.load(str(merged), processor, stop_token_ids(processor, family))
+    reference = [r.strip() for r in hf.generate(requests, recipe.bench.max_new_tokens)]
+    hf.close()
 
     # The GGUF's own chat template must render what training rendered (image marker aside).
     template = gguf_chat_template(files["f16"])
@@ -446,12 +321,9 @@ def export_gguf(
     ref_metric = sum(primary_score(r.get("task") or "vqa", p, r["answer"]) for r, p in zip(rows, reference)) / len(rows)
     answers_of = {}  # quant -> its answers, for the near-tie check below
     for q in quants:
-        answers = []
-        with _quiet_native_stderr():
-            llm = load_gguf(files[q], mmproj, budget)
-            for messages, images in zip(prepared.messages, prepared.images):
-                answers.append(gguf_answer(llm, messages, images, recipe.bench.max_new_tokens))
-            del llm
+        gguf = LlamaCppEngine.load(files[q], mmproj, budget)
+        answers = gguf.generate(requests, recipe.bench.max_new_tokens)
+        gguf.close()
         answers_of[q] = answers
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
         metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)

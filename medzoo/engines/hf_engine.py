@@ -35,3 +35,34 @@ def generate(
         new = out[:, inputs["input_ids"].shape[1] :]
         outputs += tok.batch_decode(new, skip_special_tokens=True)
     return outputs
+
+
+class HFEngine:
+    """transformers (+ peft for an adapter): the reference the other engines are checked against."""
+
+    def __init__(self, model, processor, stop_ids: list[int], batch_size: int = 16):
+        self.model, self.processor, self.stop_ids, self.batch_size = model, processor, stop_ids, batch_size
+
+    @classmethod
+    def load(cls, model_path: str, processor, stop_ids: list[int], adapter: str | None = None, batch_size: int = 16):
+        from medzoo.models.loading import load_model
+
+        model = load_model(model_path)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        model.eval()
+        return cls(model, processor, stop_ids, batch_size)
+
+    def generate(self, requests, max_new_tokens: int) -> list[str]:
+        if any(r.adapter for r in requests):
+            raise ValueError("HFEngine answers with the one model it loaded; load another engine per adapter")
+        prompts, images = [r.prompt for r in requests], [r.images for r in requests]
+        return generate(self.model, self.processor, prompts, images, max_new_tokens, self.stop_ids, self.batch_size)
+
+    def close(self) -> None:
+        import gc
+
+        self.model = None
+        gc.collect()

@@ -117,3 +117,43 @@ def generate(
     ]
     outputs = llm.generate(requests, params, lora_request=lora_requests, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]
+
+
+class VLLMEngine:
+    """One vLLM engine for a base model; adapters are LoRA requests in the same batched calls."""
+
+    def __init__(self, llm, stop_ids: list[int], lora_requests: dict | None = None):
+        self.llm, self.stop_ids, self.lora_requests = llm, stop_ids, lora_requests or {}
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str,
+        stop_ids: list[int],
+        settings: VLLMSettings | None = None,
+        limit_images: int = 1,
+        image_settings: dict | None = None,
+        adapters: dict[str, str] | None = None,
+    ):
+        """`adapters`: label -> peft folder, served as LoRA requests (needs settings.enable_lora)."""
+        llm = load_engine(model_path, settings, limit_images=limit_images, image_settings=image_settings)
+        lora = {}
+        if adapters:
+            from vllm.lora.request import LoRARequest
+
+            lora = {label: LoRARequest(label, i + 1, path) for i, (label, path) in enumerate(adapters.items())}
+        return cls(llm, stop_ids, lora)
+
+    def generate(self, requests, max_new_tokens: int) -> list[str]:
+        unknown = {r.adapter for r in requests if r.adapter and r.adapter not in self.lora_requests}
+        if unknown:
+            raise ValueError(f"adapters {sorted(unknown)} were not loaded into this engine")
+        lora = [self.lora_requests.get(r.adapter) for r in requests] if self.lora_requests else None
+        prompts, images = [r.prompt for r in requests], [r.images for r in requests]
+        return generate(self.llm, prompts, images, max_new_tokens, self.stop_ids, lora_requests=lora)
+
+    def close(self) -> None:
+        import gc
+
+        self.llm = None
+        gc.collect()
