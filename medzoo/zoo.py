@@ -63,7 +63,7 @@ def zoo_entry(name: str) -> ZooEntry:
 def build(name: str, seed: int = 0, out: str | Path | None = None, force: bool = False) -> Path:
     """Build (or reuse) a tiny zoo model folder and return its path."""
     from medzoo.atomic import build_dir
-    from medzoo.models.family import get_family
+    from medzoo.models.registry import get_family
 
     entry = zoo_entry(name)
     final = Path(out) if out else zoo_dir() / f"{name}-seed{seed}-v{ZOO_VERSION}"

@@ -4,7 +4,7 @@ A family module (qwen_vl.py, gemma3.py) describes one architecture: its image/vi
 tokens (masked out of the loss), its end-of-turn token, how its processor resizes images (so the
 prompt can state the pixel size the model perceives), where its vision tower lives (kept out of
 LoRA and 4-bit quantisation), and how to build a tiny random-weight copy for the embedded zoo.
-Adding a family is one module plus one `register` call.
+Adding a family is one module defining its `Family` plus one line in medzoo/models/registry.py.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from medzoo.errors import UnknownName
-
-FAMILIES: dict[str, Family] = {}
 
 
 @dataclass(frozen=True)
@@ -32,32 +28,6 @@ class Family:
     supports_multi_image: bool = True
     # Fix-ups after save_pretrained so other tools read the folder (Gemma 3: Hub weight layout).
     after_save: Callable[[Path], int] | None = None
-
-
-def register(family: Family) -> Family:
-    FAMILIES[family.name] = family
-    return family
-
-
-def _load_all() -> None:
-    # Importing the modules registers their families.
-    from medzoo.models import gemma3, qwen_vl  # noqa: F401
-
-
-def get_family(name: str) -> Family:
-    _load_all()
-    if name not in FAMILIES:
-        raise UnknownName(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name]
-
-
-def family_for_model_type(model_type: str) -> Family:
-    _load_all()
-    for fam in FAMILIES.values():
-        if model_type in fam.model_types:
-            return fam
-    known = sorted(t for f in FAMILIES.values() for t in f.model_types)
-    raise UnknownName(f"model_type {model_type!r} is not a supported VLM family; supported: {', '.join(known)}")
 
 
 def scale_output_layer(model, std: float) -> None:

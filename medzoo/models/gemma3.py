@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medzoo.models.family import Family, register, scale_output_layer
+from medzoo.models.family import Family, scale_output_layer
 from medzoo.models.tokenizers import GEMMA_IMAGE_TOKENS, build_gemma_tokenizer
 
 # Gemma 3's chat template (tokenizer_config.json of google/gemma-3-4b-it / medgemma-4b-it), verbatim.
@@ -161,19 +161,17 @@ def smooth_position_embeddings(weight, scale: float, seed: int) -> None:
         weight.copy_(scale * (col[:, None] * directions[:, 0] + row[:, None] * directions[:, 1]))
 
 
-GEMMA3 = register(
-    Family(
-        name="gemma3",
-        model_types=("gemma3",),
-        image_tokens=tuple(GEMMA_IMAGE_TOKENS.values()),
-        end_of_turn="<end_of_turn>",
-        vision_prefixes=("model.vision_tower", "model.multi_modal_projector"),
-        language_prefix="model.language_model",
-        perceived_size=perceived_size,
-        build_tiny=build_tiny_gemma3,
-        tiny_image_settings=TINY_GEMMA_IMAGE,
-        after_save=lambda folder: use_hub_vision_layout(folder),
-    )
+GEMMA3 = Family(
+    name="gemma3",
+    model_types=("gemma3",),
+    image_tokens=tuple(GEMMA_IMAGE_TOKENS.values()),
+    end_of_turn="<end_of_turn>",
+    vision_prefixes=("model.vision_tower", "model.multi_modal_projector"),
+    language_prefix="model.language_model",
+    perceived_size=perceived_size,
+    build_tiny=build_tiny_gemma3,
+    tiny_image_settings=TINY_GEMMA_IMAGE,
+    after_save=lambda folder: use_hub_vision_layout(folder),
 )
 
 

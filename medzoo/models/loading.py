@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medzoo.errors import MissingState
-from medzoo.models.family import Family, family_for_model_type
+from medzoo.models.family import Family
+from medzoo.models.registry import family_for_model_type
 
 
 def model_type_of(path: str) -> str:

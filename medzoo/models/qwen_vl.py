@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from medzoo.models.family import Family, register, scale_output_layer
+from medzoo.models.family import Family, scale_output_layer
 from medzoo.models.tokenizers import QWEN3_EXTRA_TOKENS, build_qwen_tokenizer
 
 QWEN_IMAGE_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -197,23 +197,21 @@ def build_tiny_qwen3_vl(folder: Path, seed: int) -> None:
     _save_processor(folder, "qwen3_vl", tok, TINY_QWEN3_PIXELS, 16, QWEN3_VL_CHAT_TEMPLATE)
 
 
-def _register_qwen(name: str, factor: int, build, pixels: dict) -> Family:
+def _qwen_family(name: str, factor: int, build, pixels: dict) -> Family:
     """The Qwen families differ only in resize factor (patch x merge), builder and tiny pixels."""
-    return register(
-        Family(
-            name=name,
-            model_types=(name,),
-            image_tokens=QWEN_IMAGE_TOKENS,
-            end_of_turn="<|im_end|>",
-            vision_prefixes=("model.visual",),
-            language_prefix="model.language_model",
-            perceived_size=_perceived(factor),
-            build_tiny=build,
-            tiny_image_settings=pixels,
-        )
+    return Family(
+        name=name,
+        model_types=(name,),
+        image_tokens=QWEN_IMAGE_TOKENS,
+        end_of_turn="<|im_end|>",
+        vision_prefixes=("model.visual",),
+        language_prefix="model.language_model",
+        perceived_size=_perceived(factor),
+        build_tiny=build,
+        tiny_image_settings=pixels,
     )
 
 
-QWEN2_VL = _register_qwen("qwen2_vl", 28, build_tiny_qwen2_vl, TINY_QWEN_PIXELS)
-QWEN2_5_VL = _register_qwen("qwen2_5_vl", 28, build_tiny_qwen2_5_vl, TINY_QWEN_PIXELS)
-QWEN3_VL = _register_qwen("qwen3_vl", 32, build_tiny_qwen3_vl, TINY_QWEN3_PIXELS)
+QWEN2_VL = _qwen_family("qwen2_vl", 28, build_tiny_qwen2_vl, TINY_QWEN_PIXELS)
+QWEN2_5_VL = _qwen_family("qwen2_5_vl", 28, build_tiny_qwen2_5_vl, TINY_QWEN_PIXELS)
+QWEN3_VL = _qwen_family("qwen3_vl", 32, build_tiny_qwen3_vl, TINY_QWEN3_PIXELS)

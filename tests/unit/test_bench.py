@@ -99,7 +99,7 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
 
     from medzoo.bench import choose_lora_mode
     from medzoo.merge import adapter_vllm_blocker
-    from medzoo.models.family import get_family
+    from medzoo.models.registry import get_family
 
     qwen = get_family("qwen2_5_vl")
     lm = tmp_path / "lm"

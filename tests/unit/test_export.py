@@ -8,7 +8,7 @@ import pytest
 
 def test_modelfile_keeps_vision_and_the_training_template():
     from medzoo.export import modelfile
-    from medzoo.models.family import get_family
+    from medzoo.models.registry import get_family
 
     qwen = modelfile(get_family("qwen2_5_vl"), "m-q8_0.gguf", "mmproj-m-f16.gguf", "You are a helpful assistant.")
     assert "FROM ./m-q8_0.gguf\nFROM ./mmproj-m-f16.gguf" in qwen, (
