@@ -254,22 +254,11 @@ def export_gguf(
 ) -> ExportResult:
     """Merge (if needed), convert, quantise, write the Modelfile, and run the parity check."""
     from medzoo.atomic import swap_into_place, write_json, write_text
-    from medzoo.bench import primary_score
-    from medzoo.data.sources import first_rows
-    from medzoo.engines.base import requests_from
-    from medzoo.engines.hf_engine import HFEngine
-    from medzoo.engines.llama_cpp import LlamaCppEngine, image_token_budget
-    from medzoo.inference import prepare
     from medzoo.merge import merge_for_recipe, write_added_tokens_decoder
-    from medzoo.models.loading import load_model, recipe_base, stop_token_ids
+    from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
 
-    quants = quants or list(QUANTS)
-    for q in quants:
-        if q not in QUANTS:
-            raise InvalidValue(f"--quant: expected some of {', '.join(QUANTS)}, got {q!r}")
-    if "f16" not in quants:
-        quants = ["f16", *quants]  # the other quantisations are made from it
+    quants = _checked_quants(quants)
     final_dir = Path(out) if out else recipe.run_path() / "export"
     out_dir = final_dir.with_name(final_dir.name + ".partial")  # renamed into place when done
     if out_dir.exists():
@@ -281,95 +270,106 @@ def export_gguf(
     # folder, so resolving settings from it would lose the tiny models' resize and misstate the
     # pixel size in measurement prompts).
     base = recipe_base(recipe)
-    family, settings, processor = base.family, base.image_settings, base.processor
-    name = recipe.name
-    write_added_tokens_decoder(merged, processor.tokenizer)  # a folder merged by an older medzoo lacks it
+    write_added_tokens_decoder(merged, base.processor.tokenizer)  # a folder merged by an older medzoo lacks it
 
     t = time.perf_counter()
+    files, mmproj = _convert_all(merged, out_dir, recipe.name, quants, leave_output_tensor, log)
+    log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
+    parity = _parity(recipe, merged, base, files, mmproj, n_parity, leave_output_tensor, log)
+
+    write_json(out_dir / "parity.json", parity)
+    ps = prompt_settings(recipe)
+    system = ps.static if parity["prompt_mode"] != "none" else _default_system(base.processor)
+    default_quant = "q8_0" if "q8_0" in files else "f16"
+    write_text(out_dir / "Modelfile", modelfile(base.family, files[default_quant].name, mmproj.name, system))
+    budget = parity["image_tokens"]
+    write_text(out_dir / "README.md", _run_snippet(recipe.name, files, mmproj, default_quant, budget))
+    swap_into_place(out_dir, final_dir)
+    _raise_on_failed_parity(parity, final_dir / "parity.json")
+    listing = sorted(p.name for p in final_dir.iterdir() if p.is_file())
+    return ExportResult(final_dir, listing, parity)
+
+
+def _checked_quants(quants: list[str] | None) -> list[str]:
+    quants = quants or list(QUANTS)
+    for q in quants:
+        if q not in QUANTS:
+            raise InvalidValue(f"--quant: expected some of {', '.join(QUANTS)}, got {q!r}")
+    return quants if "f16" in quants else ["f16", *quants]  # the other quantisations are made from it
+
+
+def _convert_all(merged: Path, out_dir: Path, name: str, quants, leave_output_tensor: bool, log):
     files = {"f16": convert(merged, out_dir / f"{name}-f16.gguf", mmproj=False, log=log)}
     mmproj = convert(merged, out_dir / f"mmproj-{name}-f16.gguf", mmproj=True, log=log)
     for q in quants:
         if q != "f16":
             files[q] = quantize(files["f16"], out_dir / f"{name}-{q}.gguf", q, leave_output_tensor)
-    log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
+    return files, mmproj
 
-    # Parity: the merged HF model vs each GGUF on the same bench examples, greedy.
+
+def _parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int, leave_output_tensor: bool, log):
+    """The merged HF model vs each GGUF on the same bench examples, greedy, through the engines."""
+    from medzoo.bench import primary_score
+    from medzoo.data.sources import first_rows
+    from medzoo.engines.base import requests_from
+    from medzoo.engines.hf_engine import HFEngine
+    from medzoo.engines.llama_cpp import LlamaCppEngine, image_token_budget
+    from medzoo.inference import prepare
+    from medzoo.models.loading import stop_token_ids
+    from medzoo.recipe import prompt_settings
+
+    processor, family = base.processor, base.family
     split, rows = first_rows(recipe.data, recipe.bench.split, n_parity)
     mode = recipe.prompts.train_mode
-    ps = prompt_settings(recipe)
-    prepared = prepare(rows, processor, family, ps, mode, settings)
+    prepared = prepare(rows, processor, family, prompt_settings(recipe), mode, base.image_settings)
     requests = requests_from(prepared)
     hf = HFEngine.load(str(merged), processor, stop_token_ids(processor, family))
     reference = [r.strip() for r in hf.generate(requests, recipe.bench.max_new_tokens)]
     hf.close()
 
-    # The GGUF's own chat template must render what training rendered (image marker aside).
-    template = gguf_chat_template(files["f16"])
-    template_ok = None
-    if template:
-        tok = processor.tokenizer
-        rendered = render_with_template(
-            template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""
-        )
-        template_ok = rendered == prepared.prompts[0]
-
-    # ... and tokenize it into the same ids (the special tokens kept their special type).
-    token_mismatch = gguf_tokenization_mismatch(files["f16"], processor.tokenizer, prepared.prompts[0])
+    def task_metric(answers):
+        return sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
 
     budget = image_token_budget(processor)
-    table = []
-    ref_metric = sum(primary_score(r.get("task") or "vqa", p, r["answer"]) for r, p in zip(rows, reference)) / len(rows)
-    answers_of = {}  # quant -> its answers, for the near-tie check below
-    for q in quants:
+    ref_metric = task_metric(reference)
+    table, answers_of = [], {}  # quant -> its answers, for the near-tie check below
+    for q in files:
         gguf = LlamaCppEngine.load(files[q], mmproj, budget)
-        answers = gguf.generate(requests, recipe.bench.max_new_tokens)
+        answers_of[q] = answers = gguf.generate(requests, recipe.bench.max_new_tokens)
         gguf.close()
-        answers_of[q] = answers
         agree = sum(a == r for a, r in zip(answers, reference)) / len(rows)
-        metric = sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
-        table.append(
-            {
-                "quant": q,
-                "file": files[q].name,
-                "size_mb": files[q].stat().st_size / 1e6,
-                "agreement": agree,
-                "metric": metric,
-                "examples_differing": [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r][
-                    :10
-                ],
-            }
-        )
+        metric = task_metric(answers)
+        differing = [rows[i]["id"] for i, (a, r) in enumerate(zip(answers, reference)) if a != r]
+        table.append({"quant": q, "file": files[q].name, "size_mb": files[q].stat().st_size / 1e6,
+                      "agreement": agree, "metric": metric, "examples_differing": differing[:10]})  # fmt: skip
         log(
             f"export: {q}: {agree:.1%} of answers equal the merged HF model's; task metric {metric:.3f} (HF {ref_metric:.3f})"
         )
         if abs(metric - ref_metric) > METRIC_TOLERANCE + 1e-9:  # 0.74 - 0.72 is 0.020000000000000018
-            log(
-                f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
-                f"{'' if leave_output_tensor or q == 'f16' else 'try --leave-output-tensor, or '}compare on more examples (--parity N)"
-            )
-
-    # Where f16 differs, was the merged model itself nearly undecided? (Reloaded only then: a real
-    # model and its GGUF need not fit in memory together.)
+            hint = "" if leave_output_tensor or q == "f16" else "try --leave-output-tensor, or "
+            log(f"export: warning: {q} moves the task metric by {metric - ref_metric:+.3f} (> {METRIC_TOLERANCE}); "
+                f"{hint}compare on more examples (--parity N)")  # fmt: skip
     f16 = next(r for r in table if r["quant"] == "f16")
-    f16["near_ties"] = []
-    if f16["agreement"] < 1.0:
-        model = load_model(str(merged))
-        stop = processor.tokenizer.convert_tokens_to_ids(family.end_of_turn)  # what ends a trained answer
-        for i, (a, r) in enumerate(zip(answers_of["f16"], reference)):
-            if (
-                a != r
-                and answer_margin(model, processor, prepared.prompts[i], prepared.images[i], r, a, stop)
-                < NEAR_TIE_LOGITS
-            ):
-                f16["near_ties"].append(rows[i]["id"])
-        del model
+    f16["near_ties"] = _near_ties(merged, processor, family, prepared, rows, answers_of["f16"], reference)
     f16["agreement_beyond_near_ties"] = f16["agreement"] + len(f16["near_ties"]) / len(rows)
     if f16["near_ties"]:
-        log(
-            f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model (its lead < {NEAR_TIE_LOGITS} logits)"
-        )
+        log(f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model "
+            f"(its lead < {NEAR_TIE_LOGITS} logits)")  # fmt: skip
 
-    parity = {
+    # The GGUF's own chat template must render what training rendered (image marker aside), and
+    # tokenize it into the same ids (the special tokens kept their special type).
+    template = gguf_chat_template(files["f16"])
+    tok = processor.tokenizer
+    template_ok = (
+        render_with_template(
+            template, prepared.messages[0], bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""
+        )
+        == prepared.prompts[0]
+        if template
+        else None
+    )
+    token_mismatch = gguf_tokenization_mismatch(files["f16"], tok, prepared.prompts[0])
+    return {
         "examples": len(rows),
         "split": split,
         "prompt_mode": mode,
@@ -386,28 +386,44 @@ def export_gguf(
         "leave_output_tensor": leave_output_tensor,
         "f16_min_agreement": F16_MIN_AGREEMENT,
     }
-    write_json(out_dir / "parity.json", parity)
-    system = ps.static if mode != "none" else _default_system(processor)
-    default_quant = "q8_0" if "q8_0" in files else "f16"
-    write_text(out_dir / "Modelfile", modelfile(family, files[default_quant].name, mmproj.name, system))
-    write_text(out_dir / "README.md", _run_snippet(name, files, mmproj, default_quant, budget))
-    swap_into_place(out_dir, final_dir)
-    out_dir = final_dir
-    if token_mismatch:
+
+
+def _near_ties(merged: Path, processor, family, prepared, rows, answers, reference) -> list[str]:
+    """Ids where f16 differs and the merged model itself was nearly undecided. (Reloaded only then:
+    a real model and its GGUF need not fit in memory together.)"""
+    from medzoo.models.loading import load_model
+
+    differing = [i for i, (a, r) in enumerate(zip(answers, reference)) if a != r]
+    if not differing:
+        return []
+    model = load_model(str(merged))
+    stop = processor.tokenizer.convert_tokens_to_ids(family.end_of_turn)  # what ends a trained answer
+    ties = []
+    for i in differing:
+        margin = answer_margin(
+            model, processor, prepared.prompts[i], prepared.images[i], reference[i], answers[i], stop
+        )
+        if margin < NEAR_TIE_LOGITS:
+            ties.append(rows[i]["id"])
+    del model
+    return ties
+
+
+def _raise_on_failed_parity(parity: dict, parity_file: Path) -> None:
+    """The export folder is written either way (parity.json says why); a failed gate is an error."""
+    f16 = next(r for r in parity["quantizations"] if r["quant"] == "f16")
+    if parity["tokenization_mismatch"]:
         raise ExportError(
-            f"llama.cpp tokenizes the training prompt differently from the HF tokenizer ({token_mismatch}); see {out_dir / 'parity.json'}"
+            f"llama.cpp tokenizes the training prompt differently from the HF tokenizer "
+            f"({parity['tokenization_mismatch']}); see {parity_file}"
         )
     if f16["agreement_beyond_near_ties"] < F16_MIN_AGREEMENT:
         raise ExportError(
-            f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {len(rows)} answers "
-            f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {out_dir / 'parity.json'}"
+            f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {parity['examples']} answers "
+            f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {parity_file}"
         )
-    if template_ok is False:
-        raise ExportError(
-            f"the GGUF's chat template renders a different prompt than training; see {out_dir / 'parity.json'}"
-        )
-    listing = sorted(p.name for p in out_dir.iterdir() if p.is_file())
-    return ExportResult(out_dir, listing, parity)
+    if parity["chat_template_matches_training"] is False:
+        raise ExportError(f"the GGUF's chat template renders a different prompt than training; see {parity_file}")
 
 
 def _default_system(processor) -> str | None:
