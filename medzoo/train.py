@@ -412,14 +412,34 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     from transformers import set_seed
 
     from medzoo import launch
-    from medzoo.adapters import attach_adapter, load_base_for_training, trainable_parameters
-    from medzoo.atomic import write_json, write_text
-    from medzoo.preprocess import Collator
+    from medzoo.adapters import load_base_for_training
 
     run_dir = recipe.run_path()
     main = launch.is_main()  # under torchrun / accelerate only rank 0 writes files and logs
     if not main:
         log, progress = (lambda *a: None), False
+    _claim_run_dir(run_dir, main, resume, overwrite, dry_run)
+
+    ctx = TrainContext.for_recipe(recipe)
+    set_seed(recipe.train.seed)
+    base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, recipe.train.precision)
+    threads = choose_threads(recipe, sum(p.numel() for p in base.parameters()))
+    torch.set_num_threads(threads)
+
+    run = _StageRun(recipe, ctx, base, run_dir, resume, dry_run, threads, callbacks, progress, main, log)
+    with launch.main_process_first():
+        val_ds, hit = prepare_split(ctx, recipe.data, "validation", recipe.data.limit_val)  # shared by every stage
+    run.cache_builds["validation"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
+    for stage in stages_of(recipe):
+        dry = run.stage(stage, val_ds)
+        if dry is not None:
+            return dry
+    if not main:
+        return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": run.reports}
+    return _finish_run(run, val_ds, eval_limit)
+
+
+def _claim_run_dir(run_dir: Path, main: bool, resume: bool, overwrite: bool, dry_run: bool) -> None:
     if main and run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
         raise AlreadyExists(
             f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over"
@@ -427,109 +447,140 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     if main and overwrite and run_dir.exists() and not dry_run:
         shutil.rmtree(run_dir)
 
-    ctx = TrainContext.for_recipe(recipe)
-    model_path, family = ctx.model_path, ctx.family
-    stages = stages_of(recipe)
 
-    set_seed(recipe.train.seed)
-    base = load_base_for_training(model_path, family, recipe.adapter, recipe.train.precision)
-    threads = choose_threads(recipe, sum(p.numel() for p in base.parameters()))
-    torch.set_num_threads(threads)
+class _StageRun:
+    """The state a run carries from stage to stage: the adapter so far, reports, cache builds."""
 
-    started = time.time()
-    stage_reports = []
-    model = None
-    prev_adapter = None
-    cache_builds = {}  # split -> ranks that built the preprocessed cache (rank 0 only, when distributed)
-    with launch.main_process_first():
-        val_ds, hit = prepare_split(ctx, recipe.data, "validation", recipe.data.limit_val)  # shared by every stage
-    cache_builds["validation"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
-    for stage in stages:
-        stage_dir = run_dir / "stages" / stage.dirname
+    def __init__(self, recipe, ctx, base, run_dir, resume, dry_run, threads, callbacks, progress, main, log):
+        self.recipe, self.ctx, self.base, self.run_dir = recipe, ctx, base, run_dir
+        self.resume, self.dry_run, self.threads, self.callbacks = resume, dry_run, threads, callbacks
+        self.progress, self.main, self.log = progress, main, log
+        self.started = time.time()
+        self.reports: list[dict] = []
+        self.model = None
+        self.prev_adapter = None
+        self.cache_builds: dict = {}  # split -> ranks that built the preprocessed cache (rank 0 only, when distributed)
+
+    def stage(self, stage: Stage, val_ds) -> dict | None:
+        """Train one stage (or reuse it when finished); returns the report of a dry run, else None."""
+        from medzoo import launch
+
+        recipe, ctx, log = self.recipe, self.ctx, self.log
+        stage_dir = self.run_dir / "stages" / stage.dirname
         with launch.main_process_first():
             train_ds, hit = prepare_split(
                 ctx, stage.data, "train", stage.data.limit_train, stage.stage_filter, stage.categories
             )
-        cache_builds[f"train:{stage.dirname}"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
+        self.cache_builds[f"train:{stage.dirname}"] = [r for r, h in enumerate(launch.gather(hit)) if not h]
         log(
-            f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples (preprocessed cache {'hit' if hit else 'built'})"
+            f"stage {stage.dirname}: {len(train_ds)} train / {len(val_ds)} val examples "
+            f"(preprocessed cache {'hit' if hit else 'built'})"
         )
-        if resume and (stage_dir / "adapter_config.json").exists() and not dry_run:
+        if self.resume and (stage_dir / "adapter_config.json").exists() and not self.dry_run:
             log(f"stage {stage.dirname}: already finished, continuing from its adapter")
-            prev_adapter = stage_dir
-            stage_reports.append(json.loads((stage_dir / "stage.json").read_text()))
-            continue
-        if model is None:
+            self.prev_adapter = stage_dir
+            self.reports.append(json.loads((stage_dir / "stage.json").read_text()))
+            return None
+        trainer, checkpoint = self._trainer(stage, train_ds, val_ds)
+        if self.dry_run:
+            from medzoo.adapters import trainable_parameters
+
+            trainable, total = trainable_parameters(self.model)
+            return _dry_run_report(recipe, ctx, trainer, self.model, train_ds, trainable, total, self.threads, log)
+        if checkpoint:
+            log(f"stage {stage.dirname}: resuming from {checkpoint}")
+        report = _train_stage(trainer, self.model, stage, train_ds, checkpoint)
+        if self.main:
+            from medzoo.atomic import write_json
+
+            _save_adapter(self.model, ctx.processor, stage_dir)
+            write_json(stage_dir / "stage.json", report)
+        self.reports.append(report)
+        self.prev_adapter = stage_dir
+        log(
+            f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, "
+            f"eval loss {report['eval_loss']:.4f}"
+        )
+        return None
+
+    def _trainer(self, stage: Stage, train_ds, val_ds):
+        from transformers import set_seed
+
+        from medzoo.adapters import attach_adapter
+        from medzoo.preprocess import Collator
+
+        recipe = self.recipe
+        if self.model is None:
             set_seed(recipe.train.seed)
-            model = attach_adapter(
-                base,
-                family,
+            self.model = attach_adapter(
+                self.base,
+                self.ctx.family,
                 recipe.adapter,
                 recipe.train.gradient_checkpointing,
-                str(prev_adapter) if prev_adapter else None,
+                str(self.prev_adapter) if self.prev_adapter else None,
             )
-        trainable, total = trainable_parameters(model)
-        checkpoint = _latest_checkpoint(run_dir / "checkpoints" / stage.dirname) if resume else None
+        checkpoint = _latest_checkpoint(self.run_dir / "checkpoints" / stage.dirname) if self.resume else None
         args = _training_args(
             recipe,
             stage,
-            run_dir / "checkpoints" / stage.dirname,
-            run_dir / "logs" / stage.dirname,
+            self.run_dir / "checkpoints" / stage.dirname,
+            self.run_dir / "logs" / stage.dirname,
             True,
-            eval_on_start=not checkpoint and not dry_run,
+            eval_on_start=not checkpoint and not self.dry_run,
         )
         trainer = _trainer_class()(
-            model=model,
+            model=self.model,
             args=args,
             train_dataset=train_ds,
             eval_dataset=val_ds,
-            data_collator=Collator(ctx.processor.tokenizer.pad_token_id),
-            callbacks=([_progress_callback()] if progress else []) + list(callbacks or []),
+            data_collator=Collator(self.ctx.processor.tokenizer.pad_token_id),
+            callbacks=([_progress_callback()] if self.progress else []) + list(self.callbacks or []),
         )
-        if not progress:
+        if not self.progress:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)  # no per-log dict printing either
-        if dry_run:
-            return _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, threads, log)
-        if checkpoint:
-            log(f"stage {stage.dirname}: resuming from {checkpoint}")
-        initial_sha = adapter_digest(model)
-        t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        eval_before = (
-            None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
-        )
-        seconds = time.perf_counter() - t0
-        eval_metrics = trainer.evaluate()
-        report = {
-            "stage": stage.dirname,
-            "train_examples": len(train_ds),
-            "steps": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "eval_loss": eval_metrics.get("eval_loss"),
-            "eval_loss_before": eval_before,
-            "initial_adapter_sha": initial_sha,
-            "final_adapter_sha": adapter_digest(model),
-            "seconds": round(seconds, 2),
-            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-            "resumed_from": checkpoint,
-        }
-        if main:
-            _save_adapter(model, ctx.processor, stage_dir)
-            write_json(stage_dir / "stage.json", report)
-        stage_reports.append(report)
-        prev_adapter = stage_dir
-        log(
-            f"stage {stage.dirname}: {report['steps']} steps, train loss {report['train_loss']:.4f}, eval loss {report['eval_loss']:.4f}"
-        )
+        return trainer, checkpoint
 
-    if not main:
-        return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": stage_reports}
+
+def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
+    initial_sha = adapter_digest(model)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    eval_before = (
+        None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
+    )
+    seconds = time.perf_counter() - t0
+    eval_metrics = trainer.evaluate()
+    return {
+        "stage": stage.dirname,
+        "train_examples": len(train_ds),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "eval_loss": eval_metrics.get("eval_loss"),
+        "eval_loss_before": eval_before,
+        "initial_adapter_sha": initial_sha,
+        "final_adapter_sha": adapter_digest(model),
+        "seconds": round(seconds, 2),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "resumed_from": checkpoint,
+    }
+
+
+def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
+    """Held-out accuracy, the final adapter, manifest.json and recipe.yaml (rank 0)."""
+    import yaml
+
+    from medzoo import launch
+    from medzoo.adapters import trainable_parameters
+    from medzoo.atomic import write_json, write_text
+
+    recipe, ctx, log, run_dir = run.recipe, run.ctx, run.log, run.run_dir
+    model = run.model
     if model is None:  # every stage already finished (a --resume after completion)
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(base, str(prev_adapter))
+        model = PeftModel.from_pretrained(run.base, str(run.prev_adapter))
     trainable, total = trainable_parameters(model)
     val_rows = _raw_rows(ctx, recipe.data, "validation", eval_limit)
     accuracy = quick_eval(model, ctx, val_rows, recipe.bench.max_new_tokens) if val_rows else None
@@ -539,8 +590,8 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
         "recipe": recipe.name,
         "config_hash": recipe.config_hash(),
         "base": recipe.base,
-        "base_path": model_path,
-        "family": family.name,
+        "base_path": ctx.model_path,
+        "family": ctx.family.name,
         "adapter_method": recipe.adapter.method,
         "train_prompt_mode": recipe.prompts.train_mode,
         "data_fingerprint": val_ds._fingerprint,
@@ -553,23 +604,21 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
             for m in model.modules()
             if type(m).__module__.startswith("bitsandbytes") and type(m).__name__ == "Linear4bit"
         ),
-        "torch_threads": threads,
+        "torch_threads": run.threads,
         "world_size": launch.world_size(),
-        "preprocess_cache_built_by_ranks": cache_builds,
-        "stages": stage_reports,
+        "preprocess_cache_built_by_ranks": run.cache_builds,
+        "stages": run.reports,
         "metrics": {
-            "train_loss": stage_reports[-1]["train_loss"],
-            "eval_loss": stage_reports[-1]["eval_loss"],
+            "train_loss": run.reports[-1]["train_loss"],
+            "eval_loss": run.reports[-1]["eval_loss"],
             "val_exact_match": accuracy["overall"] if accuracy else None,
             "val_exact_match_by_category": accuracy["by_category"] if accuracy else None,
             "val_examples_generated": len(val_rows),
         },
-        "wall_seconds": round(time.time() - started, 1),
+        "wall_seconds": round(time.time() - run.started, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(run_dir / "manifest.json", manifest)
-    import yaml
-
     write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     dropped = sum(ctx.drops.values())
     log(f"dropped rows: {dropped} {ctx.drops if dropped else ''}".rstrip())
