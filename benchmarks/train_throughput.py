@@ -38,7 +38,7 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
 
     from medzoo.adapters import attach_adapter, load_base_for_training
     from medzoo.preprocess import Collator
-    from medzoo.train import _trainer_class, _training_args, choose_threads, prepare_split, stages_of
+    from medzoo.train import choose_threads, prepare_split, stages_of, trainer_class, training_args
 
     t_start = time.perf_counter()
     ctx = _context(
@@ -57,8 +57,8 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, "fp32")
     torch.set_num_threads(choose_threads(recipe, sum(p.numel() for p in base.parameters())))
     model = attach_adapter(base, ctx.family, recipe.adapter, False)
-    args = _training_args(recipe, stages_of(recipe)[0], Path(out), Path(out) / "logs", False)
-    trainer = _trainer_class()(
+    args = training_args(recipe, stages_of(recipe)[0], Path(out), Path(out) / "logs", False)
+    trainer = trainer_class()(
         model=model, args=args, train_dataset=train_ds, data_collator=Collator(ctx.processor.tokenizer.pad_token_id)
     )
     t0 = time.perf_counter()

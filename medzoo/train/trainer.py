@@ -1,0 +1,181 @@
+"""The transformers Trainer medzoo uses: loss on answer tokens only, its arguments, progress, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from medzoo.train.data import Stage
+
+# ---------------------------------------------------------------- progress
+
+
+def progress_callback():
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class LossBar(TrainerCallback):
+        """One progress bar with the latest loss and throughput (examples/s)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
+            self.t0, self.step0 = time.perf_counter(), state.global_step
+            self.per_step = (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+            )
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(state.global_step - self.bar.n)
+            dt = time.perf_counter() - self.t0
+            if dt > 0:
+                self.bar.set_postfix_str(
+                    f"{(state.global_step - self.step0) * self.per_step / dt:.1f} ex/s" + self._loss(state),
+                    refresh=False,
+                )
+
+        @staticmethod
+        def _loss(state):
+            for rec in reversed(state.log_history):
+                if "loss" in rec:
+                    return f" loss {rec['loss']:.4f}"
+            return ""
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+
+    return LossBar()
+
+
+# ---------------------------------------------------------------- loss on answer positions only
+
+
+def answer_only_loss(model, inputs: dict, return_outputs: bool = False, num_items=None):
+    """Causal-LM loss computed from logits at the answer positions only.
+
+    A VLM's logits over every prompt and image position are (batch x length x vocab): 243 MB per
+    forward for 8 x 50 tokens of Qwen's 152k vocabulary, and as much again for their gradient, all
+    for positions whose labels are -100. `logits_to_keep` (the model's own code path, soft-capping
+    included) asks for the positions that predict a label; the loss is the same number.
+    """
+    import torch.nn.functional as F
+
+    labels = inputs.pop("labels")
+    # Position t predicts token t+1: keep positions whose *next* label counts.
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    outputs = model(**inputs, logits_to_keep=keep)
+    logits = outputs.logits.float()  # (batch, len(keep), vocab)
+    picked = targets[:, keep]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=-100, reduction="sum")
+    # Divided by the answer tokens of the whole optimiser step (all micro-batches, all ranks) when the
+    # Trainer counts them, so gradient accumulation and DDP give the big-batch gradient exactly.
+    n = num_items if num_items is not None else (picked != -100).sum()
+    loss = loss / (n.clamp(min=1) if hasattr(n, "clamp") else max(n, 1))
+    inputs["labels"] = labels
+    return (loss, outputs) if return_outputs else loss
+
+
+def trainer_class():
+    from transformers import Trainer
+
+    class AnswerLossTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Ask the Trainer to count the answer tokens of each optimiser step (summed over
+            # accumulation steps and gathered over ranks) and pass them to compute_loss.
+            self.model_accepts_loss_kwargs = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True, num_items=num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
+            return (loss, outputs) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            import torch
+
+            with torch.no_grad():
+                loss = answer_only_loss(model, dict(self._prepare_inputs(inputs)))
+            return loss.detach(), None, None
+
+    return AnswerLossTrainer
+
+
+# ---------------------------------------------------------------- training
+
+
+def training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_eval: bool, eval_on_start: bool = False):
+    import torch
+    from transformers import TrainingArguments
+
+    from medzoo.launch import world_size
+
+    t = recipe.train
+    steps_kw = {"max_steps": stage.max_steps} if stage.max_steps else {"num_train_epochs": stage.epochs}
+    report = [r for r in t.report_to if r != "none"] or "none"
+    # transformers 5 takes the TensorBoard folder from the environment, read when the Trainer starts.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(logging_dir)
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        learning_rate=stage.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        seed=t.seed,
+        data_seed=t.seed,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        # The loss before training is measured inside train(): a Trainer.evaluate() call before
+        # train() marks the model as prepared, and DDP then never wraps it (ranks drift apart).
+        eval_on_start=eval_on_start,
+        logging_steps=t.logging_steps,
+        report_to=report,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # our own bar shows loss and throughput
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None,
+        average_tokens_across_devices=True,  # the loss is divided by the answer tokens of all ranks
+        **steps_kw,
+    )
+
+
+def latest_checkpoint(folder: Path) -> str | None:
+    if not folder.exists():
+        return None
+    cps = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
+    return str(cps[-1]) if cps else None
+
+
+def save_adapter(model, processor, dest: Path) -> None:
+    """Adapter + processor (tokenizer, chat template) written atomically."""
+    from medzoo.atomic import replace_dir
+
+    with replace_dir(dest) as tmp:
+        model.save_pretrained(str(tmp))
+        processor.save_pretrained(str(tmp))
+
+
+def adapter_digest(model) -> str:
+    """A hash of the adapter's trainable weights (shows which adapter a stage started from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
