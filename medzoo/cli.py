@@ -216,12 +216,14 @@ def train(recipe, overrides, resume, overwrite, dry_run, nproc, launcher, launch
     if (nproc or launcher or launch_config) and not launch.launched():
         import subprocess
 
-        args = (
-            [recipe, *sum((["--set", o] for o in overrides), [])]
-            + ["--resume"] * resume
-            + ["--overwrite"] * overwrite
-            + ["--dry-run"] * dry_run
-        )
+        args = launch.train_args_from_argv(sys.argv)
+        if args is None:  # called as a function, not from the command line: rebuild the arguments
+            args = (
+                [recipe, *sum((["--set", o] for o in overrides), [])]
+                + ["--resume"] * resume
+                + ["--overwrite"] * overwrite
+                + ["--dry-run"] * dry_run
+            )
         cmd = launch.launch_command(args, nproc or 1, launcher, launch_config, launcher_args)
         click.echo("launching: " + " ".join(cmd), err=True)
         sys.exit(subprocess.call(cmd))

@@ -124,3 +124,23 @@ def gather(value) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+LAUNCHER_OPTIONS = ("--nproc", "--launcher", "--config", "--launcher-args")  # each takes a value
+
+
+def train_args_from_argv(argv: list[str]) -> list[str] | None:
+    """The user's own `medzoo train ...` arguments, minus the launcher's, to pass on unchanged to
+    every process (so no option is lost or re-spelled on the way); None if argv is not `train`."""
+    if "train" not in argv[1:]:
+        return None
+    rest = argv[argv.index("train", 1) + 1 :]
+    out, skip = [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in LAUNCHER_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LAUNCHER_OPTIONS)):
+            out.append(arg)
+    return out

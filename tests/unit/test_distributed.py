@@ -27,3 +27,10 @@ def test_shipped_launch_configs_and_commands():
         launch.launch_command(["r"], 2, config="zero4")
     with pytest.raises(ValueError, match="accelerate configs need --launcher accelerate"):
         launch.launch_command(["r"], 2, launcher="torchrun", config="ddp")
+
+
+def test_launched_processes_get_the_users_own_train_arguments():
+    argv = ["medzoo", "--debug", "train", "phantom-tiny", "--nproc", "2", "--set", "train.lr=1e-3",
+            "--launcher=torchrun", "--resume", "--launcher-args", "--nnodes 2", "--config", "ddp"]  # fmt: skip
+    assert launch.train_args_from_argv(argv) == ["phantom-tiny", "--set", "train.lr=1e-3", "--resume"]
+    assert launch.train_args_from_argv(["medzoo", "bench", "x"]) is None
