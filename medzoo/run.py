@@ -16,7 +16,7 @@ from medzoo.errors import InvalidValue, MissingState, StateMismatch
 
 @dataclass(frozen=True)
 class RunDir:
-    """Every name inside <run_dir>, in one place."""
+    """The names inside <run_dir> that later stages read (train writes them)."""
 
     root: Path
 
@@ -25,40 +25,8 @@ class RunDir:
         return self.root / "manifest.json"
 
     @property
-    def recipe_yaml(self) -> Path:
-        return self.root / "recipe.yaml"
-
-    @property
     def adapter(self) -> Path:
         return self.root / "adapter"
-
-    @property
-    def merged(self) -> Path:
-        return self.root / "merged"
-
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def bench(self) -> Path:
-        return self.root / "bench"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def publish(self) -> Path:
-        return self.root / "publish"
-
-    @property
-    def tune(self) -> Path:
-        return self.root / "tune"
 
 
 REQUIRED = ("medzoo_version", "recipe", "config_hash", "base", "base_path", "family", "adapter_method")
@@ -76,7 +44,6 @@ class Manifest:
     family: str
     adapter_method: str
     train_prompt_mode: str | None = None
-    image_settings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     stages: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # the rest (drops, sizes, timings), kept as written
