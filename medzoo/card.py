@@ -195,13 +195,26 @@ llama.cpp / Ollama (after `medzoo export {recipe.name} --gguf`):
 Evaluate it yourself: `medzoo bench {recipe.name} --prompts none,static,adaptive`."""
 
 
+def _evaluation_section(recipe, summary: dict | None) -> str:
+    if not summary:
+        return f"Not benchmarked yet: run `medzoo bench {recipe.name}`."
+    from medzoo.bench import markdown_tables
+
+    return (
+        f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy). "
+        "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
+        "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
+        "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)"
+    )
+
+
 def build_card(recipe, repo_id: str | None = None, what: str = "adapter", export_dir: Path | None = None):
     """The ModelCard for a trained recipe (needs <run_dir>/manifest.json)."""
     from huggingface_hub import ModelCard
 
-    run = recipe.run_path()
     from medzoo.run import check_same_base, read_manifest
 
+    run = recipe.run_path()
     typed = read_manifest(run, recipe.name)
     check_same_base(recipe, typed, "card")
     manifest = typed.to_dict()
@@ -212,17 +225,7 @@ def build_card(recipe, repo_id: str | None = None, what: str = "adapter", export
     repo_id = repo_id or f"<your-name>/{recipe.name}"
     data = card_data(recipe, manifest, summary, what)
 
-    if summary:
-        from medzoo.bench import markdown_tables
-
-        evaluation = (
-            f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy). "
-            "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
-            "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
-            "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)"
-        )
-    else:
-        evaluation = f"Not benchmarked yet: run `medzoo bench {recipe.name}`."
+    evaluation = _evaluation_section(recipe, summary)
     task_text = ", ".join(recipe.data.tasks)
     body = f"""
 # {recipe.name}

@@ -125,25 +125,30 @@ def merge(
         "tolerance": tolerance,
     }
     with replace_dir(out) as tmp:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
-        # transformers 5 saves fast tokenizers as tokenizer.json only; keep the base's SentencePiece
-        # model too: llama.cpp's converter reads Gemma's vocabulary from it (a BPE tokenizer.json
-        # from a locally trained tokenizer fails its pre-tokenizer check).
-        for name in ("tokenizer.model",):
-            src = Path(base_path) / name
-            if src.exists() and not (tmp / name).exists():
-                shutil.copy2(src, tmp / name)
-        if family is not None and family.after_save is not None:
-            family.after_save(tmp)  # e.g. Gemma 3's vision tower in the Hub layout llama.cpp expects
-        processor.save_pretrained(str(tmp))
-        write_added_tokens_decoder(tmp, processor.tokenizer)
-        if getattr(merged, "generation_config", None) is not None:
-            merged.generation_config.save_pretrained(str(tmp))
+        _save_merged(merged, tmp, base_path, processor, family)
         write_json(tmp / MERGE_INFO, info)
     log(
         f"merge: wrote {out} (max |logit diff| {max_diff if max_diff is not None else 'n/a'} on {len(check_inputs or [])} examples)"
     )
     return info
+
+
+def _save_merged(merged, folder: Path, base_path: str, processor, family) -> None:
+    """The merged weights plus everything a loader and llama.cpp's converter read from the folder."""
+    merged.save_pretrained(str(folder), safe_serialization=True)
+    # transformers 5 saves fast tokenizers as tokenizer.json only; keep the base's SentencePiece
+    # model too: llama.cpp's converter reads Gemma's vocabulary from it (a BPE tokenizer.json
+    # from a locally trained tokenizer fails its pre-tokenizer check).
+    for name in ("tokenizer.model",):
+        src = Path(base_path) / name
+        if src.exists() and not (folder / name).exists():
+            shutil.copy2(src, folder / name)
+    if family is not None and family.after_save is not None:
+        family.after_save(folder)  # e.g. Gemma 3's vision tower in the Hub layout llama.cpp expects
+    processor.save_pretrained(str(folder))
+    write_added_tokens_decoder(folder, processor.tokenizer)
+    if getattr(merged, "generation_config", None) is not None:
+        merged.generation_config.save_pretrained(str(folder))
 
 
 def write_added_tokens_decoder(folder: Path, tokenizer) -> None:

@@ -39,7 +39,7 @@ def run_bench(
 ) -> BenchResult:
     """Evaluate base/tuned models x prompt modes on a recipe's split; write and return the results."""
     from medzoo.inference import prepare
-    from medzoo.models.loading import recipe_base, stop_token_ids
+    from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
 
     timing: dict[str, float] = {}
@@ -61,15 +61,6 @@ def run_bench(
     prepared = {m: prepare(rows, base.processor, base.family, ps, m, base.image_settings) for m in modes}
     timing["setup_s"] = time.perf_counter() - t
     pending = _pending(bench_models, modes, rows, prepared, done)
-    ctx = {
-        "base_path": base.path,
-        "processor": base.processor,
-        "image_settings": base.image_settings,
-        "max_new_tokens": recipe.bench.max_new_tokens,
-        "stops": stop_token_ids(base.processor, base.family),
-        "max_images": max((len(im) for p in prepared.values() for im in p.images), default=1),
-        "parallel": parallel_settings(recipe),
-    }
     scorer = _ChunkScorer(rows, bertscorer(recipe.bench.bertscore_model), workdir / "records.jsonl", records, timing)
     if pending:
         log(
@@ -79,27 +70,34 @@ def run_bench(
             + f"), engine {engine}"
             + (f", adapters as {mode_used}" if engine == "vllm" else "")
         )
+        ctx = _engine_context(recipe, base, prepared)
         _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
 
     t = time.perf_counter()
     configs = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
     summary = summarize(records, configs, bertscore_model=recipe.bench.bertscore_model)
-    summary.update(
-        {
-            "recipe": recipe.name,
-            "base": base.path,
-            "split": split,
-            "n_examples": len(rows),
-            "engine": engine,
-            "lora_mode": mode_used,
-            "timing": timing,
-        }
-    )
+    summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
+    summary.update(lora_mode=mode_used, timing=timing)
     timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
     timing["total_s"] = time.perf_counter() - t_all
     markdown = write_reports(workdir, summary)
     finish(workdir, out)
     return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
+
+
+def _engine_context(recipe, base, prepared: dict) -> dict:
+    """What every engine needs to load the base and generate: paths, processor, stops, limits."""
+    from medzoo.models.loading import stop_token_ids
+
+    return {
+        "base_path": base.path,
+        "processor": base.processor,
+        "image_settings": base.image_settings,
+        "max_new_tokens": recipe.bench.max_new_tokens,
+        "stops": stop_token_ids(base.processor, base.family),
+        "max_images": max((len(im) for p in prepared.values() for im in p.images), default=1),
+        "parallel": parallel_settings(recipe),
+    }
 
 
 def _checked_request(recipe, modes, engine, split, limit) -> tuple[list[str], str, str, int | None]:

@@ -16,17 +16,25 @@ Tasks (mirroring the seeds):
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.data.drawing import (
+    anatomy_background,
+    dicom_background,
+    disk,
+    ellipse_mask,
+    landmark,
+    png_bytes,
+    rng_for,
+    to_rgb,
+)
 from medzoo.errors import AlreadyExists, InvalidValue
 
 PHANTOM_VERSION = 3  # bump whenever generation changes: it is part of the dataset fingerprint
 TASKS = ("vqa", "distance", "angle", "detection", "lesion-size")
-SPLITS = ("train", "validation", "test")
 DECIMALS = {"distance": 1, "angle": 1, "detection": 2, "lesion-size": 1}
 BOX_ORIGINS = ("upper-left", "lower-left")
 
@@ -50,9 +58,6 @@ MEASURE_QUESTIONS = {
     "lesion-size": "What are the major and minor axis lengths of the lesion in millimetres?",
 }
 
-# Real DICOM slices (pydicom-data) with PixelSpacing, usable as measurement backgrounds.
-DICOM_BACKGROUNDS = ("693_UNCI.dcm", "MR2_UNCI.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "explicit_VR-UN.dcm")
-
 
 @dataclass(frozen=True)
 class PhantomConfig:
@@ -75,6 +80,11 @@ class PhantomConfig:
             raise InvalidValue(f"phantom: background must be 'synthetic' or 'dicom', got {self.background!r}")
         if self.image_size < 32:
             raise InvalidValue(f"phantom: image_size must be >= 32, got {self.image_size}")
+        for name, n in (("n_train (--n)", self.n_train), ("n_val", self.n_val), ("n_test", self.n_test)):
+            if not isinstance(n, int) or n < 1:  # an empty split saves a dataset that cannot be loaded
+                raise InvalidValue(f"phantom: {name} must be a positive integer, got {n!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise InvalidValue(f"phantom: seed must be an integer >= 0, got {self.seed!r}")
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "validation": self.n_val, "test": self.n_test}
@@ -84,101 +94,6 @@ class PhantomConfig:
 
         blob = json.dumps({**self.__dict__, "version": PHANTOM_VERSION}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- drawing helpers
-
-
-def _rng(seed: int, split: str, task: str, index: int):
-    import numpy as np
-
-    key = [seed, SPLITS.index(split), TASKS.index(task), index]
-    return np.random.default_rng(key)
-
-
-def _anatomy_background(rng, size: int):
-    """Grey 'body' ellipse with a smooth gradient, two darker 'organs' and noise (float 0..255)."""
-    import numpy as np
-
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = np.full((size, size), 20.0, np.float32)
-    body = ((xx - 0.5) / 0.46) ** 2 + ((yy - 0.5) / 0.42) ** 2 < 1
-    img[body] = 110 + 40 * yy[body]
-    for _ in range(2):
-        cx, cy = rng.uniform(0.3, 0.7, 2)
-        rx, ry = rng.uniform(0.08, 0.16, 2)
-        img[((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1] -= 35
-    img += rng.normal(0, 6, img.shape).astype(np.float32)
-    return img
-
-
-def _dicom_background(rng, size: int):
-    """A real CT/MR slice windowed to 8 bits and resized; returns (image, spacing_mm, source)."""
-    import data_store  # the pydicom-data package
-    import numpy as np
-    import pydicom
-    from PIL import Image
-
-    name = DICOM_BACKGROUNDS[int(rng.integers(len(DICOM_BACKGROUNDS)))]
-    ds = pydicom.dcmread(Path(data_store.__file__).parent / "data" / name)
-    arr = ds.pixel_array.astype(np.float32)
-    # Explicit, recorded windowing: 1st..99th percentile mapped to 0..255.
-    lo, hi = np.percentile(arr, [1, 99])
-    arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255
-    resized = np.asarray(Image.fromarray(arr.astype(np.uint8)).resize((size, size), Image.BILINEAR), np.float32)
-    spacing = float(ds.PixelSpacing[0]) * ds.Rows / size
-    return resized, spacing, {"dicom": name, "window": "p1-p99", "native_spacing_mm": float(ds.PixelSpacing[0])}
-
-
-def _to_rgb(grey):
-    import numpy as np
-
-    g = np.clip(grey, 0, 255).astype(np.uint8)
-    return np.stack([g, g, g], axis=-1)
-
-
-def _disk(img, cx, cy, r, colour):
-    import math
-
-    import numpy as np
-
-    h, w = img.shape[:2]
-    # Only the disc's bounding box can pass the test: the same pixels as testing the whole image,
-    # with a fraction of the work (the instrument alone is 256 discs per image).
-    y0, y1 = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
-    x0, x1 = max(0, math.floor(cx - r)), min(w, math.ceil(cx + r) + 1)
-    if y0 >= y1 or x0 >= x1:
-        return
-    yy, xx = np.ogrid[y0:y1, x0:x1]  # broadcast: the same values as a full grid
-    img[y0:y1, x0:x1][(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = colour
-
-
-def _ellipse_mask(size, cx, cy, a, b, theta):
-    import numpy as np
-
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    dx, dy = xx - cx, yy - cy
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = dx * c + dy * s, -dx * s + dy * c
-    return (u / a) ** 2 + (v / b) ** 2 <= 1
-
-
-def _landmark(img, x, y, colour=(255, 255, 0)):
-    """A small cross: big enough to survive resizing to the model's input size."""
-    h, w = img.shape[:2]
-    xi, yi = int(round(x)), int(round(y))
-    for d in range(-3, 4):
-        for px, py in ((xi + d, yi), (xi, yi + d)):
-            if 0 <= px < w and 0 <= py < h:
-                img[py, px] = colour
-
-
-def _png(rgb) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- tasks
@@ -211,7 +126,7 @@ def _vqa(rng, cfg: PhantomConfig):
         x0, y0 = size - 1, size * rng.uniform(0.6, 0.95)
         x1, y1 = size * rng.uniform(0.45, 0.6), size * rng.uniform(0.4, 0.55)
         for k in t:
-            _disk(img, x0 + (x1 - x0) * k, y0 + (y1 - y0) * k, 0.05 * size, (235, 235, 240))
+            disk(img, x0 + (x1 - x0) * k, y0 + (y1 - y0) * k, 0.05 * size, (235, 235, 240))
     findings = []  # drawn after the instrument, never overlapping each other, so counts are exact
     for i in range(count):
         if i == 0:  # the first finding sits in the asked-about quadrant with the asked-about size
@@ -228,7 +143,7 @@ def _vqa(rng, cfg: PhantomConfig):
             else:
                 break  # no room: the count is what was drawn
         findings.append((float(cx), float(cy), float(rad)))
-        _disk(img, cx, cy, rad, COLOURS[colour])
+        disk(img, cx, cy, rad, COLOURS[colour])
     count = len(findings)
 
     answer = {
@@ -246,12 +161,12 @@ def _vqa(rng, cfg: PhantomConfig):
 def _measure_image(rng, cfg: PhantomConfig):
     size = cfg.image_size
     if cfg.background == "dicom":
-        grey, spacing, source = _dicom_background(rng, size)
+        grey, spacing, source = dicom_background(rng, size)
     else:
-        grey = _anatomy_background(rng, size)
+        grey = anatomy_background(rng, size)
         spacing = float(round(rng.uniform(0.3, 1.2), 3))
         source = {"synthetic": True}
-    return _to_rgb(grey), spacing, source
+    return to_rgb(grey), spacing, source
 
 
 def _distance(rng, cfg: PhantomConfig):
@@ -261,8 +176,8 @@ def _distance(rng, cfg: PhantomConfig):
         a, b = rng.uniform(0.12, 0.88, (2, 2)) * size
         if math.dist(a, b) > 0.2 * size:
             break
-    _landmark(img, *a, colour=(255, 60, 60))
-    _landmark(img, *b, colour=(60, 255, 60))
+    landmark(img, *a, colour=(255, 60, 60))
+    landmark(img, *b, colour=(60, 255, 60))
     mm = math.dist(a, b) * spacing
     meta = {"landmarks": {"A": a.tolist(), "B": b.tolist()}, **source}
     return img, MEASURE_QUESTIONS["distance"], f"{mm:.{DECIMALS['distance']}f}", "distance", meta, spacing
@@ -276,7 +191,7 @@ def _angle(rng, cfg: PhantomConfig):
         if min(math.dist(a, b), math.dist(b, c)) > 0.2 * size:
             break
     for p, col in ((a, (255, 60, 60)), (b, (255, 255, 0)), (c, (60, 255, 60))):
-        _landmark(img, *p, colour=col)
+        landmark(img, *p, colour=col)
     v1, v2 = a - b, c - b
     cos = float((v1 @ v2) / (math.hypot(*v1) * math.hypot(*v2)))
     deg = math.degrees(math.acos(max(-1.0, min(1.0, cos))))
@@ -293,7 +208,7 @@ def _lesion(rng, cfg: PhantomConfig):
     theta = rng.uniform(0, math.pi)
     margin = a + 2
     cx, cy = rng.uniform(margin, size - margin, 2)
-    img[_ellipse_mask(size, cx, cy, a, b, theta)] = (235, 235, 235)
+    img[ellipse_mask(size, cx, cy, a, b, theta)] = (235, 235, 235)
     return img, spacing, source, (float(cx), float(cy), float(a), float(b), float(theta))
 
 
@@ -328,11 +243,13 @@ _MAKERS = {"vqa": _vqa, "distance": _distance, "angle": _angle, "detection": _de
 
 def make_example(cfg: PhantomConfig, split: str, task: str, index: int) -> dict:
     """One example as a plain dict (image as PNG bytes)."""
-    img, question, answer, category, meta, spacing = _MAKERS[task](_rng(cfg.seed, split, task, index), cfg)
+    img, question, answer, category, meta, spacing = _MAKERS[task](
+        rng_for(cfg.seed, split, TASKS.index(task), index), cfg
+    )
     meta = {**meta, "pixel_spacing_mm": [spacing, spacing], "image_size": [cfg.image_size, cfg.image_size]}
     return {
         "id": f"{task}-{split}-{index:05d}",
-        "image": {"bytes": _png(img), "path": None},
+        "image": {"bytes": png_bytes(img), "path": None},
         "question": question,
         "answer": answer,
         "task": task,

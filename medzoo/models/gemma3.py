@@ -66,13 +66,10 @@ def perceived_size(w: int, h: int, settings: dict) -> tuple[int, int]:
     return s, s
 
 
-def build_tiny_gemma3(folder: Path, seed: int) -> None:
-    import torch
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+def _tiny_gemma3_config(tok, size: int):
+    from transformers import Gemma3Config
 
-    tok = build_gemma_tokenizer(folder)
-    size = TINY_GEMMA_IMAGE["image_size"]
-    cfg = Gemma3Config(
+    return Gemma3Config(
         text_config=dict(
             vocab_size=len(tok),
             # 4 x 128 like the tiny Qwen2.5-VL: with phantom-tiny-gemma's curriculum the 2 x 64 LM got
@@ -111,6 +108,15 @@ def build_tiny_gemma3(folder: Path, seed: int) -> None:
         # layer can get the scale it needs (family.scale_output_layer) without touching the inputs.
         tie_word_embeddings=False,
     )
+
+
+def build_tiny_gemma3(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+
+    tok = build_gemma_tokenizer(folder)
+    size = TINY_GEMMA_IMAGE["image_size"]
+    cfg = _tiny_gemma3_config(tok, size)
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(cfg)
     with torch.no_grad():

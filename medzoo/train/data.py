@@ -95,20 +95,9 @@ def prepare_split(
 ):
     """Cleaned, limited, encoded split (cached on disk). Returns (dataset, cache_hit)."""
     from medzoo.cache import cached_dataset
-    from medzoo.data.sources import load_splits
     from medzoo.preprocess import DropCounter, Encoder, clean_rows, encode_dataset, limit_rows
 
-    dd = load_splits(data_spec)
-    if split not in dd:
-        if split == "validation" and "train" in dd:
-            # No validation split given: hold out a deterministic slice of train.
-            parts = dd["train"].train_test_split(
-                test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed
-            )
-            dd = {"train": parts["train"], "validation": parts["test"]}
-        else:
-            raise InvalidValue(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
-    raw = dd[split]
+    raw = _raw_split(data_spec, split)
     proc = ctx.processor
     key = {
         "dataset": raw._fingerprint,
@@ -130,20 +119,7 @@ def prepare_split(
     counter = DropCounter()
 
     def build():
-        ds = raw
-        if stage_filter is not None:
-            if "stage" not in ds.column_names:
-                raise InvalidValue(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
-            ds = ds.filter(lambda s: str(s) == str(stage_filter), input_columns="stage")
-        if categories:
-            if "category" not in ds.column_names:
-                raise InvalidValue(f"train.stages: categories {categories} need a 'category' column in the dataset")
-            wanted, present = set(categories), sorted(set(ds["category"]))
-            if not wanted & set(present):
-                raise InvalidValue(
-                    f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})"
-                )
-            ds = ds.filter(lambda c: c in wanted, input_columns="category")
+        ds = _stage_rows(raw, split, stage_filter, categories)
         ds = clean_rows(ds, data_spec.drop_answers, counter)
         ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
         enc = Encoder(proc, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
@@ -160,6 +136,40 @@ def prepare_split(
     tensor_cols = [c for c in ds.column_names if c not in ("id", "task", "_drops")]
     ds.set_format("numpy", columns=tensor_cols)
     return ds, hit
+
+
+def _raw_split(data_spec, split: str):
+    """The split as the dataset has it; without a validation split, a deterministic slice of train."""
+    from medzoo.data.sources import load_splits
+
+    dd = load_splits(data_spec)
+    if split not in dd:
+        if split == "validation" and "train" in dd:
+            parts = dd["train"].train_test_split(
+                test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed
+            )
+            dd = {"train": parts["train"], "validation": parts["test"]}
+        else:
+            raise InvalidValue(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
+    return dd[split]
+
+
+def _stage_rows(ds, split: str, stage_filter: str | None, categories: list[str] | None):
+    """The rows a curriculum stage keeps: its `stage` value and/or its question categories."""
+    if stage_filter is not None:
+        if "stage" not in ds.column_names:
+            raise InvalidValue(f"train.stages: stage_filter {stage_filter!r} needs a 'stage' column in the dataset")
+        ds = ds.filter(lambda s: str(s) == str(stage_filter), input_columns="stage")
+    if categories:
+        if "category" not in ds.column_names:
+            raise InvalidValue(f"train.stages: categories {categories} need a 'category' column in the dataset")
+        wanted, present = set(categories), sorted(set(ds["category"]))
+        if not wanted & set(present):
+            raise InvalidValue(
+                f"train.stages: categories {categories} match no {split} rows (the dataset has: {', '.join(present)})"
+            )
+        ds = ds.filter(lambda c: c in wanted, input_columns="category")
+    return ds
 
 
 def data_fingerprint(spec) -> str:

@@ -25,7 +25,7 @@ def test_gemma3_gguf_template_pads_images_like_the_hf_processor():
     """llama.cpp front ends pass each image to the template as a text part holding the media
     marker; the template must put HF's "\n\n" around it (Gemma's template trims text parts)."""
     from medzoo.export import render_with_template
-    from medzoo.gguf_convert import gemma3_llama_cpp_template
+    from medzoo.export.gguf_convert import gemma3_llama_cpp_template
     from medzoo.models.loading import load_processor
     from medzoo.zoo import build
 

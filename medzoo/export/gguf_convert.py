@@ -1,6 +1,6 @@
 """Runs llama.cpp's `convert_hf_to_gguf.py` with medzoo's corrections for what it gets wrong.
 
-Used as `python -m medzoo.gguf_convert CONVERTER_DIR <converter arguments>` (a subprocess: the
+Used as `python -m medzoo.export.gguf_convert CONVERTER_DIR <converter arguments>` (a subprocess: the
 converter imports torch and its own `gguf`, and must not share medzoo's process).
 
 Corrections, each found by the export's parity check:

@@ -1,0 +1,61 @@
+"""The `medzoo` command line: a thin layer over the library (argument parsing and printing only).
+
+Nothing heavy is imported at module level, so `medzoo --help` stays instant. The commands live in
+three modules by what they work on: zoo_data (models, datasets, recipes), runs (train, check, tune,
+generate) and ship (bench, merge, export, card, publish).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from medzoo.cli import runs, ship, zoo_data
+
+
+class MedzooGroup(click.Group):
+    """An expected error (medzoo.errors.MedzooError: bad input, missing state) is one line on stderr
+    and exit 1; anything else is a bug and keeps its traceback. Usage errors stay click's (exit 2)."""
+
+    def invoke(self, ctx):
+        from medzoo.errors import MedzooError
+
+        try:
+            return super().invoke(ctx)
+        except MedzooError as e:
+            if os.environ.get("MEDZOO_DEBUG"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=MedzooGroup)
+@click.version_option(package_name="medzoo")
+@click.option("--debug", is_flag=True, help="Show the traceback of expected errors too (also MEDZOO_DEBUG=1).")
+def main(debug):
+    """medzoo: fine-tune, benchmark and ship medical vision-language models.
+
+    A recipe (YAML in recipes/) pairs a base VLM with an adapter and a dataset. Start with
+    `medzoo recipes list`.
+    """
+    if debug:
+        os.environ["MEDZOO_DEBUG"] = "1"  # inherited by launched training processes too
+
+
+for _command in (
+    zoo_data.zoo,
+    zoo_data.data,
+    zoo_data.recipes,
+    runs.train,
+    runs.check,
+    runs.tune,
+    runs.generate,
+    ship.bench,
+    ship.merge,
+    ship.export,
+    ship.card,
+    ship.publish,
+):
+    main.add_command(_command)
