@@ -45,7 +45,8 @@ def run_bench(
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
     modes, engine, split, limit = _checked_request(recipe, modes, engine, split, limit)
-    bench_models = resolve_models(recipe, list(models or ["base", "tuned"]), list(adapters or []))
+    names = list(models) if models else _default_models(recipe, adapters, log)
+    bench_models = resolve_models(recipe, names, list(adapters or []))
 
     t = time.perf_counter()
     base = recipe_base(recipe)
@@ -83,6 +84,20 @@ def run_bench(
     markdown = write_reports(workdir, summary)
     finish(workdir, out)
     return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
+
+
+def _default_models(recipe, adapters, log) -> list[str]:
+    """base and tuned; base alone (said in one line) while the recipe has no trained adapter yet."""
+    from medzoo.run import RunDir
+
+    adapter = RunDir(recipe.run_path()).adapter
+    if adapters or (adapter / "adapter_config.json").exists():
+        return ["base", "tuned"]
+    log(
+        f"bench: no adapter trained yet for {recipe.name} ({adapter}): benching the base model only; "
+        f"train one with `medzoo train {recipe.name}`"
+    )
+    return ["base"]
 
 
 def _engine_context(recipe, base, prepared: dict) -> dict:

@@ -6,12 +6,16 @@ import json
 
 import click
 
-from medzoo.cli.common import csv_list
+from medzoo.cli.common import csv_list, load_chosen_recipe
 
 
 @click.command()
-@click.argument("recipe")
-@click.option("--models", default="base,tuned", show_default=True, help="Comma-separated: base,tuned.")
+@click.argument("recipe", required=False)
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated: base,tuned (default: both; the base alone while no adapter is trained).",
+)
 @click.option(
     "--prompts",
     "modes",
@@ -55,9 +59,8 @@ from medzoo.cli.common import csv_list
 def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, chunk_size, overrides):
     """Evaluate base and tuned models under each prompt mode; print the table, write results + plot."""
     from medzoo.bench import run_bench
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     result = run_bench(
         r,
         models=csv_list(models),
@@ -86,7 +89,7 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--adapter", type=click.Path(), default=None, help="Adapter folder (default: <run_dir>/adapter).")
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: <run_dir>/merged)."
@@ -99,9 +102,8 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
 def merge(recipe, adapter, out, n_check, force, overrides):
     """Merge the adapter into the full-precision base (checked logits) and save a loadable folder."""
     from medzoo.merge import merge_for_recipe
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, log=click.echo)
     click.echo(json.dumps(info, indent=2))
 
@@ -110,7 +112,7 @@ def merge(recipe, adapter, out, n_check, force, overrides):
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--gguf", is_flag=True, required=True, help="Export GGUF (text model + mmproj) for llama.cpp / Ollama.")
 @click.option("--quant", default="f16,q8_0,q4_k_m", show_default=True, help="Comma-separated: f16,q8_0,q4_k_m.")
 @click.option(
@@ -133,9 +135,8 @@ def merge(recipe, adapter, out, n_check, force, overrides):
 def export(recipe, gguf, quant, out, n_parity, leave_output_tensor, overrides):
     """Merge, convert to GGUF + mmproj, quantise, write a Modelfile, and check parity with HF."""
     from medzoo.export import export_gguf
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     result = export_gguf(
         r, quants=csv_list(quant), out=out, n_parity=n_parity, log=click.echo, leave_output_tensor=leave_output_tensor
     )
@@ -156,7 +157,7 @@ def export(recipe, gguf, quant, out, n_parity, leave_output_tensor, overrides):
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--repo", default=None, help="OWNER/NAME the card's usage snippets point at.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Card file (default: <run_dir>/README.md).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
@@ -166,16 +167,15 @@ def card(recipe, repo, out, overrides):
 
     from medzoo.atomic import write_text
     from medzoo.card import build_card
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     path = Path(out) if out else r.run_path() / "README.md"
     write_text(path, str(build_card(r, repo_id=repo)))
     click.echo(f"model card: {path}")
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--repo", required=True, help="Hub repository OWNER/NAME (created if missing).")
 @click.option("--what", default="adapter", show_default=True, help="Comma-separated: adapter,merged,gguf.")
 @click.option("--private", is_flag=True, help="Create the repository as private.")
@@ -186,9 +186,8 @@ def card(recipe, repo, out, overrides):
 def publish(recipe, repo, what, private, revision, dry_run, force, overrides):
     """Upload a trained recipe (card + artefacts) to the Hugging Face Hub in one commit."""
     from medzoo.publish import publish as run_publish
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     result = run_publish(
         r, repo, what=csv_list(what), private=private, revision=revision, dry_run=dry_run, force=force, log=click.echo
     )

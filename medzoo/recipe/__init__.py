@@ -9,11 +9,15 @@ Unknown keys are errors with a close-match suggestion. `--set a.b=value` overrid
 before validation. Recipes are found by name in the recipe folders or by path.
 """
 
+from medzoo.recipe.choose import DEFAULT_RECIPE, RecipeChoice, choose_recipe
 from medzoo.recipe.load import available_recipes, find_recipe, load_recipe, parse_override, prompt_settings, recipe_dirs
 from medzoo.recipe.schema import Recipe, RecipeError
 from medzoo.recipe.validate import apply_values
 
 __all__ = [
+    "DEFAULT_RECIPE",
+    "RecipeChoice",
+    "choose_recipe",
     "Recipe",
     "RecipeError",
     "apply_values",

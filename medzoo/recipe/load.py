@@ -10,11 +10,14 @@ from typing import Any
 from medzoo.recipe.schema import Recipe, RecipeError
 from medzoo.recipe.validate import build, cross_checks
 
+# The recipes shipped with medzoo (the repository's recipes/, next to the package).
+SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
 
 def recipe_dirs() -> list[Path]:
     """Where recipe names are looked up: $MEDZOO_RECIPES (colon-separated), ./recipes, the shipped ones."""
     dirs = [Path(p) for p in os.environ.get("MEDZOO_RECIPES", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "recipes", Path(__file__).resolve().parent.parent / "recipes"]
+    dirs += [Path.cwd() / "recipes", SHIPPED_RECIPES]
     seen, out = set(), []
     for d in dirs:
         if d.is_dir() and d.resolve() not in seen:
@@ -54,7 +57,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, value = text.split("=", 1)
     if not key.strip():
         raise RecipeError(f"--set {text}: empty key")
-    parsed = yaml.safe_load(value) if value.strip() else ""
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise RecipeError(f"--set {text}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
     if isinstance(parsed, str) and _looks_like_float(parsed):
         parsed = float(parsed)  # YAML 1.1 reads 2e-4 as a string
     return key.strip().split("."), parsed
@@ -80,21 +86,10 @@ def _fix_yaml_floats(node):
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     """Load, override and validate a recipe; raises RecipeError with a one-line message."""
-    import yaml
 
     path = find_recipe(name_or_path)
     label = _label(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise RecipeError(f"{label}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{label}: expected a mapping at the top level, got {type(raw).__name__}")
-    raw = _fix_yaml_floats(raw)
+    raw = _read_mapping(path, label)
     raw = _resolve_extends(raw, label, seen=(str(path.resolve()),))
     raw["name"] = raw.get("name") if raw.get("name") and "_own_name" in raw else path.stem
     raw.pop("_own_name", None)
@@ -123,7 +118,6 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
 def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
     """`extends: OTHER` = OTHER's YAML deep-merged under this file's keys (a tiny twin of a seed recipe
     states only what differs). Mappings merge key by key; lists and scalars replace."""
-    import yaml
 
     own_name = "name" in raw
     parent_name = raw.pop("extends", None)
@@ -132,7 +126,7 @@ def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
     parent_path = find_recipe(str(parent_name))
     if str(parent_path.resolve()) in seen:
         raise RecipeError(f"{label}: extends: {parent_name!r} extends itself (cycle)")
-    parent = _fix_yaml_floats(yaml.safe_load(parent_path.read_text()) or {})
+    parent = _read_mapping(parent_path, _label(parent_path))
     parent = _resolve_extends(parent, _label(parent_path), seen + (str(parent_path.resolve()),))
     parent.pop("name", None)
     parent.pop("_own_name", None)
@@ -141,6 +135,25 @@ def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
     if own_name:
         merged["_own_name"] = True
     return merged
+
+
+def _read_mapping(path: Path, label: str) -> dict:
+    """A recipe file's YAML as a mapping (floats fixed), or a one-line RecipeError naming the file."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise RecipeError(f"{label}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{label}: expected a mapping at the top level, got {type(raw).__name__}")
+    return _fix_yaml_floats(raw)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -155,3 +155,19 @@ def test_merge_checks_logits_and_merged_vllm_matches_lora(trained, vllm_run):
     a = {k: r for k, r in _records(vllm_run[1]).items() if k[0] == "tuned/none"}
     b = _records(trained / "b-merged")
     assert {k: r["prediction"] for k, r in a.items()} == {k: r["prediction"] for k, r in b.items()}
+
+
+@pytest.mark.slow
+def test_bench_without_a_recipe_on_a_fresh_checkout_benches_the_base_of_the_default(tmp_path):
+    """`medzoo bench --prompts adaptive`, the first command a new user types: phantom-tiny, base only,
+    with a line saying so and how to train (options after --prompts only keep the test short)."""
+    proc = run_medzoo(
+        "bench", "--prompts", "adaptive", "--limit", "4", "--engine", "hf",
+        "--set", "data.n_train=48", "--set", "data.n_val=8", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stderr.splitlines()[0].startswith("recipe: phantom-tiny (the embedded default")
+    assert "no adapter trained yet for phantom-tiny" in proc.stdout
+    assert "train one with `medzoo train phantom-tiny`" in proc.stdout
+    summary = json.loads((tmp_path / "runs" / "phantom-tiny" / "bench" / "test-hf" / "summary.json").read_text())
+    assert summary["recipe"] == "phantom-tiny" and summary["n_examples"] == 4
+    assert [c["config"] for c in summary["configs"]] == ["base/adaptive"]

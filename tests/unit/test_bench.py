@@ -130,7 +130,9 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
 
 
 def test_bench_without_adapter_says_what_to_do(tmp_path):
-    proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={tmp_path / 'none'}", check=False)
+    """Asked for the tuned model explicitly (by default bench falls back to the base alone, e2e)."""
+    run_dir = f"run_dir={tmp_path / 'none'}"
+    proc = run_medzoo("bench", "phantom-tiny", "--models", "base,tuned", "--set", run_dir, check=False)
     assert proc.returncode == 1
     assert "no trained adapter; run `medzoo train phantom-tiny` first" in proc.stderr
 

@@ -70,5 +70,7 @@ def test_debug_shows_the_traceback_of_an_expected_error():
 
 
 def test_usage_errors_stay_clicks_exit_2():
-    proc = run_medzoo("bench", check=False)
-    assert proc.returncode == 2 and "Missing argument 'RECIPE'" in proc.stderr
+    proc = run_medzoo("bench", "--engine", "nope", check=False)
+    assert proc.returncode == 2 and "Invalid value for '--engine'" in proc.stderr
+    proc = run_medzoo("zoo", "build", check=False)
+    assert proc.returncode == 2 and "Missing argument 'NAME'" in proc.stderr
