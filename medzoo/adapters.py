@@ -6,7 +6,25 @@ frozen (and unquantised under QLoRA) unless the recipe says `train_vision: true`
 
 from __future__ import annotations
 
-from medzoo.errors import InvalidValue
+from pathlib import Path
+
+from medzoo.errors import InvalidValue, MissingState
+
+
+def read_adapter_config(adapter_dir) -> dict:
+    """A peft adapter folder's adapter_config.json, or a one-line error naming the file."""
+    import json
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.exists():
+        raise MissingState(f"{adapter_dir}: not a peft adapter folder (no adapter_config.json)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidValue(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise InvalidValue(f"{path}: not a peft adapter config (expected a JSON object with 'peft_type')")
+    return config
 
 
 def linear_module_names(model, prefixes: tuple[str, ...], leaves: list[str] | None = None) -> list[str]:

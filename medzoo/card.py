@@ -87,7 +87,13 @@ def _training_section(recipe, manifest: dict) -> str:
     rows = [
         (
             "base model",
-            f"`{recipe.base}`" + (f" ({manifest.get('base_path')})" if recipe.base.startswith("zoo:") else ""),
+            # a zoo base's local folder means nothing to readers of the card: say how to rebuild it
+            f"`{recipe.base}`"
+            + (
+                f" (`medzoo zoo build {recipe.base[4:]} --seed {recipe.seed}`)"
+                if recipe.base.startswith("zoo:")
+                else ""
+            ),
         ),
         ("adapter", f"{a.method}, r={a.r}, alpha={a.alpha}, dropout={a.dropout}"),
         (

@@ -22,8 +22,10 @@ class Prepared:
 
 
 def example_images(row) -> list:
+    from medzoo.data.images import as_rgb
+
     imgs = row["images"] if "images" in row and row["images"] is not None else [row["image"]]
-    return [im.convert("RGB") for im in imgs]
+    return [as_rgb(im) for im in imgs]
 
 
 def prepare(rows, processor, family, settings, mode: str, image_settings: dict) -> Prepared:

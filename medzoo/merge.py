@@ -27,7 +27,10 @@ class MergeError(MedzooError, RuntimeError):
 
 def adapter_digest(adapter_dir: str | Path) -> str:
     """sha256 of the adapter's weights and config: identifies what a merged copy was made from."""
+    from medzoo.adapters import read_adapter_config
+
     adapter_dir = Path(adapter_dir)
+    read_adapter_config(adapter_dir)  # a garbage config is one line here, not peft's traceback later
     h = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         p = adapter_dir / name
@@ -46,7 +49,9 @@ def adapter_vllm_blocker(adapter_dir: str | Path, family) -> str | None:
     from safetensors import safe_open
 
     adapter_dir = Path(adapter_dir)
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    from medzoo.adapters import read_adapter_config
+
+    cfg = read_adapter_config(adapter_dir)
     if cfg.get("modules_to_save"):
         return f"it has modules_to_save ({', '.join(cfg['modules_to_save'])}), which vLLM LoRA does not load"
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:

@@ -87,7 +87,13 @@ def user_text(example: dict, perceived_size: tuple[int, int] | None = None) -> s
         json.loads(example["metadata"]) if isinstance(example.get("metadata"), str) else example.get("metadata") or {}
     )
     native_w, native_h = meta.get("image_size", perceived_size or (0, 0))
-    sx, sy = meta.get("pixel_spacing_mm", [1.0, 1.0])[::-1]
+    if task != "detection" and not meta.get("pixel_spacing_mm"):
+        # never a silent 1 mm: the answer in mm (and the prompt) would be wrong by the true spacing
+        raise InvalidValue(
+            f"example {example.get('id', '?')!r}: a {task} task needs the image's pixel spacing "
+            "(metadata.pixel_spacing_mm [row, column] in mm, or a DICOM with PixelSpacing / a NIfTI file)"
+        )
+    sx, sy = meta["pixel_spacing_mm"][::-1] if task != "detection" else (1.0, 1.0)
     w, h = perceived_size or (native_w, native_h)
     # Resizing changes the physical size of one pixel: spacing scales by native / perceived.
     px_w, px_h = sx * native_w / w, sy * native_h / h

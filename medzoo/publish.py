@@ -10,6 +10,7 @@ handed to `HfApi`; it is never printed or written (tests check the staged files 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -85,12 +86,29 @@ def stage(
         bench_dir = latest_bench(run)
         if bench_dir:
             shutil.copy2(bench_dir / "plot.png", tmp / "plot.png")
-            shutil.copy2(bench_dir / "summary.json", tmp / "bench_summary.json")
+            summary = json.loads((bench_dir / "summary.json").read_text())
+            write_json(tmp / "bench_summary.json", without_local_paths(summary))
         manifest = json.loads((run / "manifest.json").read_text())
         manifest.pop("base_path", None)  # a local path means nothing to readers of the repo
-        write_json(tmp / "training_manifest.json", manifest)
+        write_json(tmp / "training_manifest.json", without_local_paths(manifest))
+        for config in tmp.rglob("adapter_config.json"):  # peft records the local folder the base was loaded from
+            adapter_config = json.loads(config.read_text())
+            adapter_config["base_model_name_or_path"] = recipe.base
+            write_json(config, adapter_config)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return out, files
+
+
+def without_local_paths(value):
+    """JSON with every absolute local path cut to its last part: published files must not carry
+    the publisher's folders (user names, mount points)."""
+    if isinstance(value, dict):
+        return {k: without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        return Path(value).name
+    return value
 
 
 def _git_blob_sha(path: Path) -> str:
@@ -145,6 +163,14 @@ def publish(
         reason = "--dry-run" if dry_run else "no Hugging Face token (set HF_TOKEN or run `hf auth login`)"
         return PublishResult(folder, files, False, repo_id, message, skipped_reason=reason)
 
+    with _hub_errors(folder):
+        info, same = _upload(token, repo_id, folder, files, message, private, revision, force)
+    return PublishResult(
+        folder, files, True, repo_id, message, commit_url=getattr(info, "commit_url", None), unchanged=same
+    )
+
+
+def _upload(token, repo_id, folder, files, message, private, revision, force):
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -157,6 +183,23 @@ def publish(
     info = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), commit_message=message, revision=revision, repo_type="model"
     )
-    return PublishResult(
-        folder, files, True, repo_id, message, commit_url=getattr(info, "commit_url", None), unchanged=same
-    )
+    return info, same
+
+
+@contextlib.contextmanager
+def _hub_errors(folder: Path):
+    """The Hub unreachable (offline, HF_HUB_OFFLINE=1, DNS, refused) or refusing the token is the
+    user's to fix: one line, and the staged folder stays ready for the next try."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except (ConnectionError, TimeoutError, httpx.TransportError) as e:  # HF_HUB_OFFLINE=1 raises a ConnectionError
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise PublishError(
+            f"publish: the Hub cannot be reached ({first}); {folder} is staged, run again when online"
+        ) from None
+    except HfHubHTTPError as e:
+        first = str(e).splitlines()[0][:200]
+        raise PublishError(f"publish: the Hub refused the upload ({first}); {folder} is staged") from None

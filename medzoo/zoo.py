@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medzoo.errors import UnknownName
+from medzoo.errors import AlreadyExists, UnknownName
 from medzoo.paths import zoo_dir
 
 ZOO_PREFIX = "zoo:"
@@ -69,6 +69,9 @@ def build(name: str, seed: int = 0, out: str | Path | None = None, force: bool =
     final = Path(out) if out else zoo_dir() / f"{name}-seed{seed}-v{ZOO_VERSION}"
     if final.exists() and (final / "config.json").exists() and not force:
         return final
+    if final.exists() and any(final.iterdir()) and not (final / "config.json").exists():
+        # not a model folder: never deleted, and never silently left as it is
+        raise AlreadyExists(f"{final}: exists and is not a model folder; choose another --out or remove it")
     if final.exists() and force:
         import shutil
 

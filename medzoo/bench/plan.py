@@ -19,6 +19,8 @@ class BenchModel:
 
 def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchModel]:
     """`--models base,tuned` and `--adapter PATH ...` -> the models to evaluate."""
+    from medzoo.adapters import read_adapter_config
+
     models: list[BenchModel] = []
     for name in names:
         if name == "base":
@@ -32,6 +34,7 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
                     f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base"
                 )
             check_run_base(recipe, "bench")
+            read_adapter_config(path)
             models.append(BenchModel("tuned", str(path)))
         else:
             raise InvalidValue(f"--models: expected base and/or tuned, got {name!r}")
@@ -39,6 +42,7 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
         p = Path(a)
         if not (p / "adapter_config.json").exists():
             raise MissingState(f"--adapter {a}: not a peft adapter folder (no adapter_config.json)")
+        read_adapter_config(p)
         label = "tuned" if len(adapters) == 1 else f"{p.parent.name if p.name == 'adapter' else p.name}-{i}"
         models.append(BenchModel(label, str(p)))
     if not models:

@@ -7,16 +7,21 @@ import sys
 
 import click
 
-from medzoo.cli.common import csv_list
+from medzoo.cli.common import csv_list, load_chosen_recipe
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.lr=2e-4."
 )
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint / finished stage.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
+@click.option(
+    "--accept-recipe-changes",
+    is_flag=True,
+    help="With --resume: continue although training settings (train.*) changed since the run started.",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Load recipe, model and first batch; print sizes, steps and memory; exit."
 )
@@ -40,42 +45,52 @@ from medzoo.cli.common import csv_list
     default="",
     help="Passed to the launcher as is (multi-node: '--nnodes 2 --node-rank 0 --master-addr HOST').",
 )
-def train(recipe, overrides, resume, overwrite, dry_run, nproc, launcher, launch_config, launcher_args):
+def train(
+    recipe, overrides, resume, overwrite, accept_recipe_changes, dry_run, nproc, launcher, launch_config, launcher_args
+):
     """Train the recipe's LoRA / QLoRA adapter (writes <run_dir>/adapter and manifest.json)."""
     from medzoo import launch
-    from medzoo.recipe import load_recipe
     from medzoo.train import train as run_train
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     if (nproc or launcher or launch_config) and not launch.launched():
         import subprocess
 
         args = launch.train_args_from_argv(sys.argv)
+        if args is not None and recipe is None:  # every process trains the recipe chosen here
+            args = [r.source, *args]
         if args is None:  # called as a function, not from the command line: rebuild the arguments
             args = (
-                [recipe, *sum((["--set", o] for o in overrides), [])]
+                [recipe or r.source, *sum((["--set", o] for o in overrides), [])]
                 + ["--resume"] * resume
                 + ["--overwrite"] * overwrite
+                + ["--accept-recipe-changes"] * accept_recipe_changes
                 + ["--dry-run"] * dry_run
             )
         cmd = launch.launch_command(args, nproc or 1, launcher, launch_config, launcher_args)
         click.echo("launching: " + " ".join(cmd), err=True)
         sys.exit(subprocess.call(cmd))
-    result = run_train(r, resume=resume, overwrite=overwrite, dry_run=dry_run, log=click.echo)
+    result = run_train(
+        r,
+        resume=resume,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        log=click.echo,
+        accept_recipe_changes=accept_recipe_changes,
+    )
     if dry_run and launch.is_main():
         click.echo(json.dumps(result, indent=2))
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--no-sample", is_flag=True, help="Skip rendering a processed sample (no model or processor needed).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def check(recipe, no_sample, overrides):
     """Pre-flight a recipe's data: annotations valid, every image decodes, counts, one processed sample."""
     from medzoo.check import check as run_check
-    from medzoo.recipe import load_recipe
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     report = run_check(r, render_sample=not no_sample, log=click.echo)
     if not report.ok:
         click.echo(
@@ -90,7 +105,7 @@ def check(recipe, no_sample, overrides):
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
@@ -109,10 +124,9 @@ def check(recipe, no_sample, overrides):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def tune(recipe, trials, storage, timeout, jobs, overrides):
     """Search hyper-parameters with Optuna (TPE + median pruning); resumable; writes a ready-to-train recipe."""
-    from medzoo.recipe import load_recipe
     from medzoo.tune import tune as run_tune
 
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     run_tune(r, trials=trials, storage=storage, timeout=timeout, jobs=jobs, log=click.echo)
 
 
@@ -120,7 +134,7 @@ def tune(recipe, trials, storage, timeout, jobs, overrides):
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @click.option("--split", default="test", show_default=True)
 @click.option("--index", default=0, show_default=True, help="Which example of the split.")
 @click.option("--engine", "engines", default="hf", show_default=True, help="Comma-separated: hf,vllm.")
@@ -130,13 +144,12 @@ def tune(recipe, trials, storage, timeout, jobs, overrides):
 def generate(recipe, split, index, engines, mode, overrides, as_json):
     """Answer one dataset example with the recipe's base model, per engine."""
     from medzoo.inference import ENGINES, generate_for_recipe
-    from medzoo.recipe import load_recipe
 
     chosen = tuple(csv_list(engines) or ())
     for e in chosen:
         if e not in ENGINES:
             raise click.BadParameter(f"expected one of {', '.join(ENGINES)}, got {e!r}", param_hint="--engine")
-    r = load_recipe(recipe, list(overrides))
+    r = load_chosen_recipe(recipe, overrides)
     result = generate_for_recipe(r, split=split, index=index, engines=chosen, mode=mode)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -36,8 +36,24 @@ class AnnotationError(MedzooError, ValueError):
 
 
 def read_records(path: Path) -> list[dict]:
-    """JSON list, JSONL or CSV rows."""
-    text = path.read_text()
+    """JSON list, JSONL or CSV rows, each a mapping (a one-line error names the record that is not)."""
+    records = _read_any(path)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise AnnotationError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}")
+    return records
+
+
+def _text(value) -> str:
+    """An annotation value as text; a missing one (JSON null) is empty, never the string 'None'."""
+    return "" if value is None else str(value).strip()
+
+
+def _read_any(path: Path) -> list:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.suffix == ".csv":
         return list(csv.DictReader(io.StringIO(text)))
     if path.suffix == ".jsonl":
@@ -65,7 +81,7 @@ def conversation_rows(path: Path, images_root: Path | None = None, name: str = "
     for i, rec in enumerate(read_records(path)):
         where = f"{path}: record {i}"
         convs = rec.get("conversations")
-        if not isinstance(convs, list) or len(convs) < 2:
+        if not isinstance(convs, list) or len(convs) < 2 or not all(isinstance(c, dict) for c in convs):
             raise AnnotationError(f"{where}: expected 'conversations' with a human and a gpt turn")
         images = rec.get("image", rec.get("images"))
         images = [images] if isinstance(images, str) else list(images or [])
@@ -76,15 +92,15 @@ def conversation_rows(path: Path, images_root: Path | None = None, name: str = "
             (who_q, q), (who_a, a) = turns[k], turns[k + 1]
             if who_q != "human" or who_a != "gpt":
                 raise AnnotationError(f"{where}: turn {k}: expected human then gpt, got {who_q!r} then {who_a!r}")
-            n_tags = q.count("<image>")
+            n_tags = _text(q).count("<image>")
             if k == 0 and n_tags not in (0, len(images)):
                 raise AnnotationError(f"{where}: {n_tags} <image> tags for {len(images)} images")
             rows.append(
                 {
                     "id": f"{name or path.stem}-{rec.get('id', i)}-{k // 2}",
                     "image_paths": [str(root / im) for im in images],
-                    "question": q.replace("<image>", "").strip(),
-                    "answer": str(a).strip(),
+                    "question": _text(q).replace("<image>", "").strip(),
+                    "answer": _text(a),
                     "task": rec.get("task", "vqa"),
                     "category": rec.get("category", name or ""),
                     "stage": str(rec.get("stage", "")),
@@ -110,15 +126,15 @@ def table_rows(path: Path, images_root: Path | None = None) -> list[dict]:
             image = found[0].name if found else image
         meta = rec.get("metadata") or {}
         meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-        for key in ("slice", "window_center", "window_width"):
+        for key in ("slice", "frame", "window_center", "window_width"):
             if rec.get(key) not in (None, ""):
-                meta[key] = float(rec[key]) if key != "slice" else int(rec[key])
+                meta[key] = int(rec[key]) if key in ("slice", "frame") else float(rec[key])
         rows.append(
             {
                 "id": str(rec.get("id", f"{path.stem}-{i}")),
                 "image_paths": [str(root / image)],
-                "question": str(rec["question"]),
-                "answer": str(rec["answer"]),
+                "question": _text(rec["question"]),
+                "answer": _text(rec["answer"]),
                 "task": rec.get("task") or "vqa",
                 "category": rec.get("category") or "",
                 "stage": str(rec.get("stage", "")),
@@ -165,7 +181,19 @@ def load_medical_image(path: str, meta: dict):
         arr = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
             getattr(ds, "RescaleIntercept", 0)
         )
-        spacing = [float(v) for v in getattr(ds, "PixelSpacing", [1.0, 1.0])]  # row, column (mm)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if frames > 1:  # a multi-frame file: one frame, chosen like a NIfTI slice (`frame`, default the middle)
+            k = int(meta.get("frame", frames // 2))
+            if not 0 <= k < frames:
+                raise AnnotationError(f"{path}: frame {k} outside the file's {frames} frames")
+            arr, meta["frame"] = arr[k], k
+        if arr.ndim != 2:
+            raise AnnotationError(f"{path}: expected a greyscale image, got pixel data of shape {arr.shape}")
+        # row, column (mm): the patient plane's PixelSpacing, else the detector's ImagerPixelSpacing;
+        # neither leaves it unknown (a measurement task then refuses), never a silent 1 mm.
+        spacing_tag = next((t for t in ("PixelSpacing", "ImagerPixelSpacing") if getattr(ds, t, None)), None)
+        spacing = [float(v) for v in getattr(ds, spacing_tag)] if spacing_tag else None
+        meta["spacing_source"] = spacing_tag or "unknown"
         source = "dicom"
     else:
         import nibabel as nib
@@ -178,6 +206,7 @@ def load_medical_image(path: str, meta: dict):
         arr = vol[:, :, k].T if vol.ndim == 3 else vol.T  # rows = y
         zooms = img.header.get_zooms()
         spacing = [float(zooms[1]), float(zooms[0])]
+        meta["spacing_source"] = "nifti header"
         meta["slice"] = k
         source = "nifti"
     if "window_center" in meta and "window_width" in meta:
@@ -188,7 +217,8 @@ def load_medical_image(path: str, meta: dict):
         lo, hi = np.percentile(arr, [1, 99])
         meta["windowing"] = "p1-p99"
     arr8 = (np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
-    meta.setdefault("pixel_spacing_mm", spacing)
+    if spacing is not None:
+        meta.setdefault("pixel_spacing_mm", spacing)
     meta.setdefault("image_size", [int(arr8.shape[1]), int(arr8.shape[0])])
     meta["source_format"] = source
     return Image.fromarray(arr8).convert("RGB")

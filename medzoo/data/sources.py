@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from medzoo.errors import MissingState
+from medzoo.errors import InvalidValue, MissingState
 from medzoo.paths import data_dir
 
 _loaded: dict | None = None  # spec key -> DatasetDict, while inside `loaded_once()`
@@ -141,17 +141,40 @@ def load_splits(spec):
 
 
 def _load_splits(spec):
+    from datasets import load_from_disk
+
+    if spec.source == "phantom":  # ids are unique by construction
+        return load_from_disk(str(phantom_path(spec)))
+    dd = _load_other(spec)
+    check_unique_ids(dd, spec.path)
+    return dd
+
+
+def check_unique_ids(dd, where: str) -> None:
+    """Bench records and their resume are keyed by (configuration, id): two examples with one id
+    would make a resumed bench finish with fewer records than examples, so it is an error."""
+    from collections import Counter
+
+    for split, ds in dd.items():
+        repeated = [(i, n) for i, n in Counter(map(str, ds["id"])).items() if n > 1]
+        if repeated:
+            shown = ", ".join(f"{i!r} x{n}" for i, n in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+            raise InvalidValue(
+                f"data.path: {where}: split {split!r} has {len(repeated)} duplicate example id(s) ({shown}); "
+                "ids key bench records and resume, make them unique"
+            )
+
+
+def _load_other(spec):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
-    if spec.source == "phantom":
-        return load_from_disk(str(phantom_path(spec)))
     if spec.source in ("conversations", "table"):
         from medzoo.data.records import to_dataset
 
-        return ensure_splits(
-            DatasetDict({split: to_dataset(rows) for split, rows in _annotation_splits(spec).items() if rows}),
-            spec.seed,
-        )
+        splits = {split: rows for split, rows in _annotation_splits(spec).items() if rows}
+        if not splits:
+            raise InvalidValue(f"data.path: {spec.path}: the annotation file(s) hold no examples")
+        return ensure_splits(DatasetDict({split: to_dataset(rows) for split, rows in splits.items()}), spec.seed)
     if spec.source == "disk":
         path = resolve_path(spec)
         if not path.exists():
@@ -174,7 +197,7 @@ def ensure_splits(dd, seed: int):
     for split, ds in list(dd.items()):
         if "id" not in ds.column_names:  # records are keyed by id (Kvasir-VQA has img_id, shared by its questions)
             dd[split] = ds.add_column("id", [f"{split}-{i:06d}" for i in range(len(ds))])
-    if "test" not in dd and len(dd["train"]) >= 20:
+    if "test" not in dd and "train" in dd and len(dd["train"]) >= 20:
         parts = dd["train"].train_test_split(test_size=min(0.1, 500 / len(dd["train"])), seed=seed)
         dd = DatasetDict({**dd, "train": parts["train"], "test": parts["test"]})
     return dd

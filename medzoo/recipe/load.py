@@ -123,7 +123,8 @@ def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
     parent_name = raw.pop("extends", None)
     if parent_name is None:
         return {**raw, **({"_own_name": True} if own_name else {})}
-    parent_path = find_recipe(str(parent_name))
+    sibling = Path(seen[-1]).parent / f"{parent_name}.yaml"  # a parent next to the file comes first
+    parent_path = sibling if sibling.is_file() else find_recipe(str(parent_name))
     if str(parent_path.resolve()) in seen:
         raise RecipeError(f"{label}: extends: {parent_name!r} extends itself (cycle)")
     parent = _read_mapping(parent_path, _label(parent_path))

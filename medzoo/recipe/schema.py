@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,11 +20,11 @@ class RecipeError(MedzooError, ValueError):
 
 
 def _positive(v) -> bool:
-    return v > 0
+    return math.isfinite(v) and v > 0  # `lr: .inf` is YAML's infinity: training would diverge at once
 
 
 def _non_negative(v) -> bool:
-    return v >= 0
+    return math.isfinite(v) and v >= 0
 
 
 def _unit(v) -> bool:
@@ -66,7 +67,7 @@ class DataSpec:
     n_train: int = field(default=200, metadata=POSITIVE_INT)  # phantom examples per task and split
     n_val: int = field(default=50, metadata=POSITIVE_INT)
     n_test: int = field(default=50, metadata=POSITIVE_INT)
-    seed: int = 0
+    seed: int = field(default=0, metadata=NON_NEGATIVE_INT)
     image_size: int = field(default=128, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
     box_origin: Literal["upper-left", "lower-left"] = "lower-left"
     background: Literal["synthetic", "dicom"] = "synthetic"
@@ -131,7 +132,7 @@ class TrainSpec:
     )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
-    seed: int = 0
+    seed: int = field(default=0, metadata=NON_NEGATIVE_INT)
     threads: int | None = field(default=None, metadata=POSITIVE_INT)  # torch threads; None = auto
     save_steps: int = field(default=100, metadata=POSITIVE_INT)
     save_total_limit: int = field(default=2, metadata=POSITIVE_INT)
@@ -202,7 +203,7 @@ class TuneSpec:
     max_steps: int | None = field(default=None, metadata=POSITIVE_INT)  # per trial; default: the recipe's length
     eval_steps: int | None = field(default=None, metadata=POSITIVE_INT)  # intermediate evaluations (pruning)
     eval_limit: int = field(default=50, metadata=POSITIVE_INT)  # validation examples generated for val_exact_match
-    sampler_seed: int = 0
+    sampler_seed: int = field(default=0, metadata=NON_NEGATIVE_INT)
     pruner_startup_trials: int = field(default=5, metadata=NON_NEGATIVE_INT)
     pruner_warmup_steps: int = field(default=0, metadata=NON_NEGATIVE_INT)
     space: dict[str, ParamSpec] = field(default_factory=_guide_space)
@@ -214,7 +215,7 @@ class Recipe:
     base: str  # "zoo:tiny-qwen2.5-vl", a Hub id ("google/medgemma-4b-it") or a local folder
     description: str = ""
     license: str = "apache-2.0"
-    seed: int = 0  # zoo model seed
+    seed: int = field(default=0, metadata=NON_NEGATIVE_INT)  # zoo model seed
     run_dir: str | None = None  # default: runs/<name>
     data: DataSpec = field(default_factory=DataSpec)
     image: ImageSpec = field(default_factory=ImageSpec)

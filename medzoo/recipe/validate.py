@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -121,6 +122,9 @@ def build(cls, raw: dict, where: str):
 
 
 def cross_checks(recipe: Recipe) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", recipe.name) or recipe.name in (".", ".."):
+        # the name is a folder under runs/ and a Hub repo name: `../x` would write outside runs/
+        raise RecipeError(f"name: expected letters, digits and . _ + - (no path), got {recipe.name!r}")
     if recipe.data.mix:
         from medzoo.data.records import AnnotationError, parse_mix
 

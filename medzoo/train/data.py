@@ -124,11 +124,16 @@ def prepare_split(
         ds = limit_rows(ds, limit, data_spec.per_task_limit, data_spec.seed)
         enc = Encoder(proc, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings)
         out = encode_dataset(ds, enc, desc=f"preprocess {split}")
+        if len(out) == 0:  # raised before caching: an empty split is never stored as a finished result
+            reasons = ", ".join(f"{k}: {v}" for k, v in counter.as_dict().items() if v) or "no rows"
+            raise InvalidValue(
+                f"data: no usable examples left in split {split!r} after cleaning and limits ({reasons})"
+            )
         # Drops are part of the cached result, so a cache hit still reports them.
-        return out.add_column("_drops", [json.dumps(counter.as_dict())] * len(out)) if len(out) else out
+        return out.add_column("_drops", [json.dumps(counter.as_dict())] * len(out))
 
     ds, hit, _ = cached_dataset("preprocessed", key, build)
-    if len(ds) == 0:
+    if len(ds) == 0:  # an empty entry cached by an older medzoo
         raise InvalidValue(f"data: no usable examples left in split {split!r} after cleaning and limits")
     drops = json.loads(ds[0]["_drops"])
     for k, v in drops.items():

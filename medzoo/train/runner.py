@@ -11,8 +11,10 @@ from medzoo import __version__
 from medzoo.errors import AlreadyExists
 from medzoo.train.data import Stage, TrainContext, choose_threads, data_fingerprint, prepare_split, raw_rows, stages_of
 from medzoo.train.evaluate import quick_eval
+from medzoo.train.recipe_guard import check_resume, record_started
 from medzoo.train.trainer import (
     adapter_digest,
+    checkpoint_marker_callback,
     latest_checkpoint,
     progress_callback,
     save_adapter,
@@ -30,17 +32,19 @@ def train(
     log=print,
     callbacks: list | None = None,
     progress: bool = True,
+    accept_recipe_changes: bool = False,
 ) -> dict:
     """Train the recipe's adapter; returns the manifest (also written to <run_dir>/manifest.json).
 
-    `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook)."""
+    `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook);
+    `accept_recipe_changes` lets `resume` continue with changed training settings (recipe_guard)."""
     from medzoo.data.sources import loaded_once
 
     with loaded_once():  # the dataset is read (and DICOM/NIfTI converted) once per run, not per use
-        return _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress)
+        return _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress, accept_recipe_changes)
 
 
-def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress) -> dict:
+def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress, accept_recipe_changes) -> dict:
     import torch
     from transformers import set_seed
 
@@ -52,6 +56,10 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     if not main:
         log, progress = (lambda *a: None), False
     _claim_run_dir(run_dir, main, resume, overwrite, dry_run)
+    if main and not dry_run:
+        if resume:
+            check_resume(run_dir, recipe, accept_recipe_changes)
+        record_started(run_dir, recipe)
 
     ctx = TrainContext.for_recipe(recipe)
     set_seed(recipe.train.seed)
@@ -72,8 +80,20 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     return _finish_run(run, val_ds, eval_limit)
 
 
+def holds_training(run_dir: Path) -> bool:
+    """Whether a run folder holds what training writes: a manifest, an adapter, a finished stage or a
+    checkpoint. Bench results of the base model, or an empty checkpoint folder a --dry-run left, do not
+    make a run (and must not make the first `medzoo train` refuse)."""
+    return (
+        (run_dir / "manifest.json").exists()
+        or (run_dir / "adapter").exists()
+        or any(run_dir.glob("stages/*/stage.json"))
+        or any(run_dir.glob("checkpoints/*/checkpoint-*"))
+    )
+
+
 def _claim_run_dir(run_dir: Path, main: bool, resume: bool, overwrite: bool, dry_run: bool) -> None:
-    if main and run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite or dry_run):
+    if main and holds_training(run_dir) and not (resume or overwrite or dry_run):
         raise AlreadyExists(
             f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to start over"
         )
@@ -152,7 +172,8 @@ class _StageRun:
                 recipe.train.gradient_checkpointing,
                 str(self.prev_adapter) if self.prev_adapter else None,
             )
-        checkpoint = latest_checkpoint(self.run_dir / "checkpoints" / stage.dirname) if self.resume else None
+        checkpoints = self.run_dir / "checkpoints" / stage.dirname
+        checkpoint = latest_checkpoint(checkpoints, self.log if self.main else None) if self.resume else None
         args = training_args(
             recipe,
             stage,
@@ -167,7 +188,9 @@ class _StageRun:
             train_dataset=train_ds,
             eval_dataset=val_ds,
             data_collator=Collator(self.ctx.processor.tokenizer.pad_token_id),
-            callbacks=([progress_callback()] if self.progress else []) + list(self.callbacks or []),
+            callbacks=[checkpoint_marker_callback()]
+            + ([progress_callback()] if self.progress else [])
+            + list(self.callbacks or []),
         )
         if not self.progress:
             from transformers.trainer_callback import PrinterCallback
@@ -202,11 +225,9 @@ def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
 
 def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
     """Held-out accuracy, the final adapter, manifest.json and recipe.yaml (rank 0)."""
-    import yaml
-
     from medzoo import launch
     from medzoo.adapters import trainable_parameters
-    from medzoo.atomic import write_json, write_text
+    from medzoo.atomic import write_json
 
     recipe, ctx, log, run_dir = run.recipe, run.ctx, run.log, run.run_dir
     model = run.model
@@ -251,8 +272,8 @@ def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
         "wall_seconds": round(time.time() - run.started, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    record_started(run_dir, recipe)  # the recipe as finished (with --accept-recipe-changes: the new values)
     write_json(run_dir / "manifest.json", manifest)
-    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     dropped = sum(ctx.drops.values())
     log(f"dropped rows: {dropped} {ctx.drops if dropped else ''}".rstrip())
     if accuracy is not None:

@@ -6,7 +6,13 @@ import os
 import time
 from pathlib import Path
 
+from medzoo.errors import MedzooError
 from medzoo.train.data import Stage
+
+
+class TrainingDiverged(MedzooError, FloatingPointError):
+    """The loss or the adapter weights became NaN or infinite (usually a learning rate far too high)."""
+
 
 # ---------------------------------------------------------------- progress
 
@@ -90,6 +96,12 @@ def trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = answer_only_loss(model, dict(inputs), return_outputs=True, num_items=num_items_in_batch)
+            if not bool(loss.isfinite()):  # one NaN step makes every later weight NaN: stop here
+                raise TrainingDiverged(
+                    f"train: the loss became {loss.item()} at step {self.state.global_step + 1} "
+                    f"(learning rate {self.args.learning_rate:g}): training diverged and nothing was saved as an "
+                    "adapter; lower train.lr and start over with --overwrite"
+                )
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
             return (loss, outputs) if return_outputs else loss
@@ -153,16 +165,46 @@ def training_args(recipe, stage: Stage, out_dir: Path, logging_dir: Path, has_ev
     )
 
 
-def latest_checkpoint(folder: Path) -> str | None:
+# Written into a checkpoint folder after the Trainer has saved all of it: a checkpoint without it
+# was cut short (a kill during the save) and would fail to load on --resume.
+CHECKPOINT_COMPLETE = "medzoo-checkpoint-complete"
+
+
+def checkpoint_marker_callback():
+    from transformers import TrainerCallback
+
+    class MarkCheckpointComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kw):  # called after the whole checkpoint is written
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                (folder / CHECKPOINT_COMPLETE).write_text(f"{state.global_step}\n")
+
+    return MarkCheckpointComplete()
+
+
+def latest_checkpoint(folder: Path, log=None) -> str | None:
+    """The newest complete checkpoint; newer ones a kill cut short are skipped (and said so)."""
     if not folder.exists():
         return None
     cps = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
-    return str(cps[-1]) if cps else None
+    complete = [p for p in cps if (p / CHECKPOINT_COMPLETE).exists()]
+    skipped = [p.name for p in cps if complete and int(p.name.split("-")[-1]) > int(complete[-1].name.split("-")[-1])]
+    skipped = skipped if complete else [p.name for p in cps]
+    if skipped and log:
+        log(f"resume: skipping incomplete checkpoint(s) {', '.join(skipped)} in {folder} (cut short while saving)")
+    return str(complete[-1]) if complete else None
 
 
 def save_adapter(model, processor, dest: Path) -> None:
-    """Adapter + processor (tokenizer, chat template) written atomically."""
+    """Adapter + processor (tokenizer, chat template) written atomically; never a non-finite adapter."""
     from medzoo.atomic import replace_dir
+
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(p.detach().isfinite().all())]
+    if bad:
+        raise TrainingDiverged(
+            f"train: {len(bad)} adapter weights hold NaN or inf (e.g. {bad[0]}): training diverged; "
+            f"{dest} was not written; lower train.lr and start over with --overwrite"
+        )
 
     with replace_dir(dest) as tmp:
         model.save_pretrained(str(tmp))

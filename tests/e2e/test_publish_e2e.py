@@ -4,10 +4,11 @@ is what gets uploaded, uploads are one commit, conflicts are refused, the token 
 The Hub itself is the only fake here (a stand-in for `HfApi` at the API boundary)."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_medzoo
+from conftest import REPO, run_medzoo
 
 SECRET = "hf_medzooTestSecretToken0123456789"
 TRAIN = [
@@ -123,6 +124,25 @@ def test_dry_run_stages_exact_folder_and_never_leaks_token(run):
     assert "not uploaded: --dry-run" in proc.stdout
     assert SECRET not in proc.stdout + proc.stderr
     assert "base_path" not in json.loads((folder / "training_manifest.json").read_text())
+    # No local folder of the publisher's (run dir, medzoo home, checkout) in any published text file.
+    local = [str(run.parent), os.environ["MEDZOO_HOME"], str(REPO)]
+    for f in files:
+        if f.endswith((".json", ".md", ".jinja", ".txt")):
+            text = (folder / f).read_text()
+            assert not any(p in text for p in local), f"{f} carries a local path"
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "zoo:tiny-qwen2.5-vl"
+
+
+def test_publish_while_offline_is_one_line_and_keeps_the_staged_folder(run):
+    proc = run_medzoo(
+        "publish", "phantom-tiny", "--set", f"run_dir={run}", "--repo", "me/offline",
+        env={"HF_TOKEN": SECRET, "HF_HUB_OFFLINE": "1"}, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: publish: the Hub cannot be reached (")
+    assert "run again when online" in proc.stderr and (run / "publish" / "me--offline" / "README.md").exists()
+    assert SECRET not in proc.stdout + proc.stderr
 
 
 def test_no_token_means_dry_run(run, monkeypatch):

@@ -70,6 +70,23 @@ def test_train_writes_adapter_manifest_and_logs(tmp_path):
     assert all((before[k] == after[k]).all() for k in before)
 
 
+def test_training_that_diverges_stops_with_one_line_and_leaves_no_adapter(tmp_path):
+    """lr=1e3 drives the loss to NaN within a few steps; that used to exit 0 with an all-NaN adapter
+    and a NaN eval loss in the manifest, which bench then scored and publish staged."""
+    run = tmp_path / "run"
+    proc = run_medzoo(
+        "train", "phantom-tiny", "--set", f"run_dir={run}", "--set", "train.lr=1e3", "--set", "train.max_steps=20",
+        *FAST, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "training diverged" in error[0] and "learning rate 1000" in error[0]
+    assert "Traceback" not in proc.stderr
+    assert not (run / "adapter").exists() and not (run / "manifest.json").exists()
+    card = run_medzoo("card", "phantom-tiny", "--set", f"run_dir={run}", check=False)
+    assert card.returncode == 1 and "no trained run" in card.stderr
+
+
 def test_dry_run_reports_sizes_and_memory(tmp_path):
     proc = run_medzoo(
         "train", "phantom-tiny", "--dry-run", "--set", f"run_dir={tmp_path / 'r'}", "--set", "train.max_steps=30", *FAST
@@ -95,7 +112,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     )
     checkpoint = victim / "checkpoints" / "00-main" / "checkpoint-8"
     deadline = time.time() + 600
-    while not (checkpoint / "trainer_state.json").exists():
+    while not (checkpoint / "medzoo-checkpoint-complete").exists():  # written once the whole checkpoint is
         assert proc.poll() is None, "training ended before it could be interrupted"
         assert time.time() < deadline
         time.sleep(0.2)

@@ -104,7 +104,7 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
     qwen = get_family("qwen2_5_vl")
     lm = tmp_path / "lm"
     lm.mkdir()
-    (lm / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": None}))
+    (lm / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": None}))
     save_file(
         {"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 64)},
         str(lm / "adapter_model.safetensors"),
@@ -112,13 +112,13 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
     assert adapter_vllm_blocker(lm, qwen) is None
     vision = tmp_path / "vision"
     vision.mkdir()
-    (vision / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": None}))
+    (vision / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": None}))
     save_file(
         {"base_model.model.model.visual.blocks.0.attn.qkv.lora_A.weight": torch.zeros(8, 64)},
         str(vision / "adapter_model.safetensors"),
     )
     assert "vision tower" in adapter_vllm_blocker(vision, qwen)
-    (lm / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    (lm / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": ["lm_head"]}))
     assert "modules_to_save" in adapter_vllm_blocker(lm, qwen)
     assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=80 << 20) == "lora"  # tiny model on CPU
     assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=8 << 30) == "merged"  # 2B+ on CPU
