@@ -94,7 +94,7 @@ def run_baseline(recipe_name: str, steps: int, batch: int, out: str) -> dict:
         for row in rows:
             messages, _ = build_messages(row, with_answer=True)
             texts.append(render(processor, messages, add_generation_prompt=False))
-            images.append(example_images(row))
+            images.append(example_images(row, ctx.family, ctx.image_settings).images)
         batch_enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
         labels = batch_enc["input_ids"].clone()
         labels[batch_enc["attention_mask"] == 0] = -100

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medzoo.paths import medzoo_home
 
-FORMAT_VERSION = 2  # bump when preprocessing changes what it writes (2: images through data.images.as_rgb)
+FORMAT_VERSION = 2  # bump when preprocessing changes what it writes (2: images through data.images as_rgb + for_model)
 
 
 def cache_key(parts: dict) -> str:

@@ -206,8 +206,16 @@ def _evaluation_section(recipe, summary: dict | None) -> str:
         return f"Not benchmarked yet: run `medzoo bench {recipe.name}`."
     from medzoo.bench import markdown_tables
 
+    dropped = {k: v for k, v in (summary.get("dropped") or {}).items() if v}
+    reasons = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in dropped.items())
+    skipped = (
+        f" {sum(dropped.values())} example(s) of the split were skipped as unusable ({reasons}) "
+        "and are not in these figures."
+        if dropped
+        else ""
+    )
     return (
-        f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy). "
+        f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy).{skipped} "
         "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
         "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
         "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)"

@@ -19,13 +19,31 @@ class Prepared:
     images: list[list] = field(default_factory=list)
     routes: list[list[str]] = field(default_factory=list)
     messages: list[list[dict]] = field(default_factory=list)  # what `prompts` were rendered from
+    downscaled: int = 0  # images bounded to what the processor keeps (medzoo.data.images.for_model)
 
 
-def example_images(row) -> list:
-    from medzoo.data.images import as_rgb
+@dataclass
+class ExampleImages:
+    """An example's images as the model gets them, the first one's size as the model perceives it
+    (after its processor's resize) and as the file has it (what pixel spacings refer to)."""
 
-    imgs = row["images"] if "images" in row and row["images"] is not None else [row["image"]]
-    return [as_rgb(im) for im in imgs]
+    images: list
+    perceived_size: tuple[int, int]
+    native_size: tuple[int, int]
+    downscaled: int
+
+
+def example_images(row, family, image_settings: dict) -> ExampleImages:
+    """The same for training and every engine: normalised (as_rgb) and bounded (for_model)."""
+    from medzoo.data.images import as_rgb, for_model
+
+    raw = row["images"] if "images" in row and row["images"] is not None else [row["image"]]
+    normalised = [as_rgb(im) for im in raw]
+    native = normalised[0].size  # after EXIF rotation, before bounding
+    bounded = [for_model(im, family, image_settings) for im in normalised]
+    images = [im for im, _ in bounded]
+    perceived = family.perceived_size(*images[0].size, image_settings)
+    return ExampleImages(images, perceived, native, sum(d for _, d in bounded))
 
 
 def prepare(rows, processor, family, settings, mode: str, image_settings: dict) -> Prepared:
@@ -33,10 +51,12 @@ def prepare(rows, processor, family, settings, mode: str, image_settings: dict) 
 
     out = Prepared()
     for row in rows:
-        imgs = example_images(row)
-        w, h = imgs[0].size
-        perceived = family.perceived_size(w, h, image_settings)
-        messages, routes = build_messages(row, mode, settings, perceived_size=perceived, n_images=len(imgs))
+        ex = example_images(row, family, image_settings)
+        imgs = ex.images
+        out.downscaled += ex.downscaled
+        messages, routes = build_messages(
+            row, mode, settings, perceived_size=ex.perceived_size, native_size=ex.native_size, n_images=len(imgs)
+        )
         out.messages.append(messages)
         out.prompts.append(render(processor, messages))
         out.images.append(imgs)
@@ -79,6 +99,7 @@ def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("h
     """Answer one dataset example of a recipe with the base model, per engine (the demo's smoke test)."""
     from medzoo.data.sources import load_splits
     from medzoo.models.loading import recipe_base
+    from medzoo.preprocess import drop_reason, undecoded
     from medzoo.recipe import prompt_settings
 
     base = recipe_base(recipe)
@@ -86,6 +107,9 @@ def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("h
     ds = load_splits(recipe.data)[split]
     if not 0 <= index < len(ds):
         raise InvalidValue(f"--index {index}: split {split!r} has {len(ds)} examples")
+    reason = drop_reason(undecoded(ds)[index], {a.strip().lower() for a in recipe.data.drop_answers})
+    if reason:
+        raise InvalidValue(f"--index {index}: example {ds[index]['id']!r} of split {split!r} is unusable ({reason})")
     row = ds[index]
     prepared = prepare([row], processor, family, prompt_settings(recipe), mode, settings)
     answers = {

@@ -28,26 +28,60 @@ class DropCounter:
     def as_dict(self) -> dict:
         return {"unreadable_image": self.unreadable_image, "empty_answer": self.empty_answer}
 
+    def add(self, reason: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
+
+    def describe(self) -> str:
+        """'2 rows dropped (unreadable_image: 1, empty_answer: 1)', or '' when none were."""
+        if not self.total():
+            return ""
+        reasons = ", ".join(f"{k}: {v}" for k, v in self.as_dict().items() if v)
+        return f"{self.total()} row(s) dropped ({reasons})"
+
+
+def drop_reason(row: dict, bad_answers: set[str]) -> str | None:
+    """Why an undecoded row cannot be used (a DropCounter field name), or None."""
+    answer = row.get("answer")
+    if answer is None or str(answer).strip().lower() in bad_answers:
+        return "empty_answer"
+    if not _image_ok(row.get("image")):
+        return "unreadable_image"
+    return None
+
+
+def undecoded(ds):
+    from datasets import Image as ImageFeature
+
+    return ds.cast_column("image", ImageFeature(decode=False)) if "image" in ds.column_names else ds
+
 
 def clean_rows(ds, drop_answers: list[str], counter: DropCounter):
     """Drop rows with unreadable images or empty/'nan' answers (counted, never a crash)."""
-    from datasets import Image as ImageFeature
-
     bad_answers = {a.strip().lower() for a in drop_answers}
-    raw = ds.cast_column("image", ImageFeature(decode=False)) if "image" in ds.column_names else ds
-
-    def keep(row):
-        answer = row.get("answer")
-        if answer is None or str(answer).strip().lower() in bad_answers:
-            counter.empty_answer += 1
-            return False
-        if not _image_ok(row.get("image")):
-            counter.unreadable_image += 1
-            return False
-        return True
-
-    keep_idx = [i for i, row in enumerate(raw) if keep(row)]
+    keep_idx = []
+    for i, row in enumerate(undecoded(ds)):
+        reason = drop_reason(row, bad_answers)
+        if reason:
+            counter.add(reason)
+        else:
+            keep_idx.append(i)
     return ds.select(keep_idx) if len(keep_idx) != len(ds) else ds
+
+
+def usable_rows(ds, limit: int | None, drop_answers: list[str], counter: DropCounter) -> list[dict]:
+    """The first `limit` usable rows of `ds` (all when None), decoded, with the same cleaning as
+    training; rows skipped on the way are counted, so a limit is never met with fewer examples."""
+    bad_answers = {a.strip().lower() for a in drop_answers}
+    keep_idx = []
+    for i, row in enumerate(undecoded(ds)):
+        if limit is not None and len(keep_idx) >= limit:
+            break
+        reason = drop_reason(row, bad_answers)
+        if reason:
+            counter.add(reason)
+        else:
+            keep_idx.append(i)
+    return [ds[i] for i in keep_idx]
 
 
 def _image_ok(image) -> bool:
@@ -113,10 +147,15 @@ class Encoder:
         from medzoo.inference import example_images
         from medzoo.prompts import build_messages, render
 
-        images = example_images(row)
-        w, h = images[0].size
-        perceived = self.family.perceived_size(w, h, self.image_settings)
-        kwargs = dict(mode=self.mode, settings=self.settings, perceived_size=perceived, n_images=len(images))
+        ex = example_images(row, self.family, self.image_settings)
+        images = ex.images
+        kwargs = dict(
+            mode=self.mode,
+            settings=self.settings,
+            perceived_size=ex.perceived_size,
+            native_size=ex.native_size,
+            n_images=len(images),
+        )
         prompt = render(self.processor, build_messages(row, **kwargs)[0], add_generation_prompt=True)
         full = render(self.processor, build_messages(row, with_answer=True, **kwargs)[0], add_generation_prompt=False)
         if not full.startswith(prompt):

@@ -77,7 +77,9 @@ def system_prompt(question: str, mode: str, settings: PromptSettings) -> tuple[s
     raise InvalidValue(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
 
 
-def user_text(example: dict, perceived_size: tuple[int, int] | None = None) -> str:
+def user_text(
+    example: dict, perceived_size: tuple[int, int] | None = None, native_size: tuple[int, int] | None = None
+) -> str:
     """The user turn's text. Measurement tasks get MedVision's Task / Additional information /
     Format requirement layout with the pixel size of the image as the model perceives it."""
     task = example.get("task", "vqa")
@@ -86,7 +88,8 @@ def user_text(example: dict, perceived_size: tuple[int, int] | None = None) -> s
     meta = (
         json.loads(example["metadata"]) if isinstance(example.get("metadata"), str) else example.get("metadata") or {}
     )
-    native_w, native_h = meta.get("image_size", perceived_size or (0, 0))
+    # the file's own size (before any downscaling for the model): the spacing is per native pixel
+    native_w, native_h = meta.get("image_size", native_size or perceived_size or (0, 0))
     if task != "detection" and not meta.get("pixel_spacing_mm"):
         # never a silent 1 mm: the answer in mm (and the prompt) would be wrong by the true spacing
         raise InvalidValue(
@@ -111,6 +114,7 @@ def build_messages(
     mode: str = "none",
     settings: PromptSettings | None = None,
     perceived_size: tuple[int, int] | None = None,
+    native_size: tuple[int, int] | None = None,
     with_answer: bool = False,
     n_images: int = 1,
 ) -> tuple[list[dict], list[str]]:
@@ -121,7 +125,7 @@ def build_messages(
     if system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
     content = [{"type": "image"} for _ in range(n_images)]
-    content.append({"type": "text", "text": user_text(example, perceived_size)})
+    content.append({"type": "text", "text": user_text(example, perceived_size, native_size)})
     messages.append({"role": "user", "content": content})
     if with_answer:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": example["answer"]}]})

@@ -40,6 +40,7 @@ def run_bench(
     """Evaluate base/tuned models x prompt modes on a recipe's split; write and return the results."""
     from medzoo.inference import prepare
     from medzoo.models.loading import recipe_base
+    from medzoo.preprocess import DropCounter
     from medzoo.recipe import prompt_settings
 
     timing: dict[str, float] = {}
@@ -50,7 +51,8 @@ def run_bench(
 
     t = time.perf_counter()
     base = recipe_base(recipe)
-    rows = _rows(recipe, split, limit)
+    dropped = DropCounter()
+    rows = _rows(recipe, split, limit, dropped)
     mode_used = _serving_mode(engine, lora_mode, bench_models, base, log)
     ps = prompt_settings(recipe)
     spec = _spec(recipe, base, bench_models, modes, split, rows, engine, mode_used, ps)
@@ -60,6 +62,11 @@ def run_bench(
 
     # Render every prompt once per mode, through the same code as training.
     prepared = {m: prepare(rows, base.processor, base.family, ps, m, base.image_settings) for m in modes}
+    downscaled = prepared[modes[0]].downscaled
+    if downscaled:
+        log(
+            f"bench: {downscaled} image(s) much larger than the model sees were downscaled to twice its input size first"
+        )
     timing["setup_s"] = time.perf_counter() - t
     pending = _pending(bench_models, modes, rows, prepared, done)
     scorer = _ChunkScorer(rows, bertscorer(recipe.bench.bertscore_model), workdir / "records.jsonl", records, timing)
@@ -78,11 +85,13 @@ def run_bench(
     configs = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
     summary = summarize(records, configs, bertscore_model=recipe.bench.bertscore_model)
     summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
-    summary.update(lora_mode=mode_used, timing=timing)
+    summary.update(lora_mode=mode_used, dropped=dropped.as_dict(), timing=timing)
     timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
     timing["total_s"] = time.perf_counter() - t_all
     markdown = write_reports(workdir, summary)
     finish(workdir, out)
+    if dropped.total():  # said once, at the end, where it is not lost among the progress bars
+        log(f"bench: {dropped.describe()} from split {split!r}; the {len(rows)} usable example(s) were scored")
     return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
 
 
@@ -130,15 +139,19 @@ def _checked_request(recipe, modes, engine, split, limit) -> tuple[list[str], st
     return modes, engine, split or recipe.bench.split, limit or recipe.bench.limit
 
 
-def _rows(recipe, split: str, limit: int | None) -> list:
+def _rows(recipe, split: str, limit: int | None, dropped) -> list:
+    """The split's usable rows, cleaned as training cleans them (unreadable or missing images and
+    dropped answers are skipped and counted in `dropped`, never a crash in an engine)."""
     from medzoo.data.sources import load_splits
+    from medzoo.preprocess import usable_rows
 
     splits = load_splits(recipe.data)
     if split not in splits:
         raise UnknownName(f"--split {split!r}: the dataset has splits {', '.join(splits)}")
-    ds = splits[split]
-    n = min(limit, len(ds)) if limit else len(ds)
-    return [ds[i] for i in range(n)]
+    rows = usable_rows(splits[split], limit, recipe.data.drop_answers, dropped)
+    if not rows:
+        raise InvalidValue(f"bench: split {split!r} has no usable example ({dropped.describe() or 'it is empty'})")
+    return rows
 
 
 def _serving_mode(engine: str, lora_mode: str, bench_models, base, log) -> str:

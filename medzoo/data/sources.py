@@ -203,9 +203,15 @@ def ensure_splits(dd, seed: int):
     return dd
 
 
-def first_rows(spec, split: str, n: int) -> tuple[str, list]:
-    """The first `n` rows of `split` (or of the first split if the dataset lacks it), decoded."""
+def first_rows(spec, split: str, n: int, counter=None) -> tuple[str, list]:
+    """The first `n` usable rows of `split` (or of the first split if the dataset lacks it), decoded
+    and cleaned as for training (unreadable images and empty answers skipped, counted in `counter`)."""
+    from medzoo.preprocess import DropCounter, usable_rows
+
     splits = load_splits(spec)
     name = split if split in splits else next(iter(splits))
-    ds = splits[name]
-    return name, [ds[i] for i in range(min(n, len(ds)))]
+    counter = counter if counter is not None else DropCounter()
+    rows = usable_rows(splits[name], n, spec.drop_answers, counter)
+    if not rows:
+        raise InvalidValue(f"data: split {name!r} has no usable example ({counter.describe() or 'it is empty'})")
+    return name, rows

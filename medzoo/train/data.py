@@ -186,10 +186,9 @@ def data_fingerprint(spec) -> str:
 
 def raw_rows(ctx: TrainContext, spec, split: str, limit: int):
     from medzoo.data.sources import load_splits
-    from medzoo.preprocess import DropCounter, clean_rows
+    from medzoo.preprocess import DropCounter, usable_rows
 
     dd = load_splits(spec)
     if split not in dd:
         return []
-    ds = clean_rows(dd[split], spec.drop_answers, DropCounter())
-    return [ds[i] for i in range(min(limit, len(ds)))]
+    return usable_rows(dd[split], limit, spec.drop_answers, DropCounter())

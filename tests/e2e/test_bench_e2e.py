@@ -171,3 +171,75 @@ def test_bench_without_a_recipe_on_a_fresh_checkout_benches_the_base_of_the_defa
     summary = json.loads((tmp_path / "runs" / "phantom-tiny" / "bench" / "test-hf" / "summary.json").read_text())
     assert summary["recipe"] == "phantom-tiny" and summary["n_examples"] == 4
     assert [c["config"] for c in summary["configs"]] == ["base/adaptive"]
+
+
+def _odd_split(folder: Path) -> Path:
+    """A conversations dataset whose test split holds the files real datasets hold: a corrupt PNG, a
+    missing file, an RGBA PNG, a 16-bit grey PNG, a 4000 x 3000 photo and a 'nan' answer."""
+    import numpy as np
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def rgb(name, size=(96, 96)):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(images / name)
+
+    for i in range(4):
+        rgb(f"train{i}.png")
+    rgb("plain.png")
+    rgb("huge.png", (4000, 3000))
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.fromarray(rng.integers(0, 255, (96, 96, 4), dtype=np.uint8), "RGBA").save(images / "rgba.png")
+    Image.fromarray(rng.integers(0, 4095, (96, 96), dtype=np.uint16)).save(images / "grey16.png")
+
+    def record(i, image, answer="yes"):
+        turns = [
+            {"from": "human", "value": "<image>\nIs there a polyp in the image?"},
+            {"from": "gpt", "value": answer},
+        ]
+        return {"id": f"r{i}", "image": image, "conversations": turns}
+
+    train = [record(i, f"train{i}.png") for i in range(4)]
+    names = ["plain.png", "corrupt.png", "missing.png", "rgba.png", "grey16.png", "huge.png", "plain.png"]
+    test = [record(i, name, "nan" if i == 6 else "no") for i, name in enumerate(names)]
+    (folder / "train.json").write_text(json.dumps(train))
+    (folder / "test.json").write_text(json.dumps(test))
+    return folder
+
+
+@pytest.mark.slow
+def test_bench_skips_unusable_images_and_scores_odd_ones_alike_in_both_engines(tmp_path):
+    data = _odd_split(tmp_path / "data")
+    common = ["bench", "phantom-tiny", "--models", "base", "--prompts", "none",
+              "--set", "data.source=conversations", "--set", f"data.path={data}",
+              "--set", f"data.images_root={data / 'images'}", "--set", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    records = {}
+    for engine in ("hf", "vllm"):
+        proc = run_medzoo(*common, "--engine", engine)
+        assert "bench: 3 row(s) dropped (unreadable_image: 2, empty_answer: 1) from split 'test'" in proc.stdout
+        assert "1 image(s) much larger than the model sees were downscaled" in proc.stdout
+        out = tmp_path / "run" / "bench" / f"test-{engine}"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["dropped"] == {"unreadable_image": 2, "empty_answer": 1} and summary["n_examples"] == 4
+        records[engine] = _records(out)
+    assert sorted(i for _, i in records["hf"]) == ["test-r0-0", "test-r3-0", "test-r4-0", "test-r5-0"]
+    assert {k: r["prediction"] for k, r in records["hf"].items()} == {
+        k: r["prediction"] for k, r in records["vllm"].items()
+    }, "the odd images reach both engines as the same pixels"
+
+
+@pytest.mark.slow
+def test_bench_with_no_usable_example_is_one_line(tmp_path):
+    data = _odd_split(tmp_path / "data")
+    (data / "test.json").write_text(json.dumps(json.loads((data / "test.json").read_text())[1:3]))
+    proc = run_medzoo(
+        "bench", "phantom-tiny", "--models", "base", "--engine", "hf", "--set", "data.source=conversations",
+        "--set", f"data.path={data}", "--set", f"data.images_root={data / 'images'}",
+        "--set", f"run_dir={tmp_path / 'run'}", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: bench: split 'test' has no usable example (2 row(s) dropped (unreadable_image: 2))"
+    )
