@@ -202,7 +202,12 @@ class _StageRun:
 def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
     initial_sha = adapter_digest(model)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except BaseException:
+        for callback in trainer.callback_handler.callbacks:
+            getattr(callback, "close_bar", lambda: None)()
+        raise
     eval_before = (
         None if checkpoint else next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), None)
     )

@@ -50,7 +50,12 @@ def progress_callback():
             return ""
 
         def on_train_end(self, args, state, control, **kw):
-            self.bar.close()
+            self.close_bar()
+
+        def close_bar(self):
+            """Also called when training fails, so the error starts on a line of its own."""
+            if getattr(self, "bar", None) is not None:
+                self.bar.close()
 
     return LossBar()
 
