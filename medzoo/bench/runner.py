@@ -38,7 +38,6 @@ def run_bench(
     log=print,
 ) -> BenchResult:
     """Evaluate base/tuned models x prompt modes on a recipe's split; write and return the results."""
-    from medzoo.inference import prepare
     from medzoo.models.loading import recipe_base
     from medzoo.preprocess import DropCounter
     from medzoo.recipe import prompt_settings
@@ -60,24 +59,16 @@ def run_bench(
     workdir, records = open_workdir(out, spec, overwrite, log)
     done = {(r["config"], r["id"]) for r in records}
 
-    # Render every prompt once per mode, through the same code as training.
-    prepared = {m: prepare(rows, base.processor, base.family, ps, m, base.image_settings) for m in modes}
-    downscaled = prepared[modes[0]].downscaled
-    if downscaled:
-        log(
-            f"bench: {downscaled} image(s) much larger than the model sees were downscaled to twice its input size first"
-        )
+    prepared = _prepared(rows, base, ps, modes, log)
     timing["setup_s"] = time.perf_counter() - t
     pending = _pending(bench_models, modes, rows, prepared, done)
     scorer = _ChunkScorer(rows, bertscorer(recipe.bench.bertscore_model), workdir / "records.jsonl", records, timing)
     if pending:
         log(
             f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x "
-            f"{len(rows)} examples"
-            + (f", {len(done)} already done" if done else "")
-            + f"), engine {engine}"
+            f"{len(rows)} examples" + (f", {len(done)} already done" if done else "") + f"), engine {engine}"
             + (f", adapters as {mode_used}" if engine == "vllm" else "")
-        )
+        )  # fmt: skip
         ctx = _engine_context(recipe, base, prepared)
         _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
 
@@ -93,6 +84,19 @@ def run_bench(
     if dropped.total():  # said once, at the end, where it is not lost among the progress bars
         log(f"bench: {dropped.describe()} from split {split!r}; the {len(rows)} usable example(s) were scored")
     return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
+
+
+def _prepared(rows, base, ps, modes, log) -> dict:
+    """Every prompt rendered once per mode, through the same code as training."""
+    from medzoo.inference import prepare
+
+    prepared = {m: prepare(rows, base.processor, base.family, ps, m, base.image_settings) for m in modes}
+    downscaled = prepared[modes[0]].downscaled
+    if downscaled:
+        log(
+            f"bench: {downscaled} image(s) much larger than the model sees were downscaled to twice its input size first"
+        )
+    return prepared
 
 
 def _default_models(recipe, adapters, log) -> list[str]:
