@@ -57,6 +57,7 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
         groups = ", ".join(f"{k} {v}" for k, v in sorted(report.by_group[split].items()))
         log(f"{split}: {n} examples" + (f" ({groups})" if groups else ""))
     log(f"answers dropped as empty/{'/'.join(recipe.data.drop_answers[1:]) or 'empty'}: {report.empty_answers}")
+    _log_medical_files(splits, max_listed, log)
     if report.unreadable:
         log(f"unreadable images: {len(report.unreadable)}")
         for split, rid, reason in report.unreadable[:max_listed]:
@@ -72,6 +73,43 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
         log("prompt:\n" + s["prompt"])
         log(f"answer tokens: {s['answer']!r}")
     return report
+
+
+def _log_medical_files(splits, max_listed: int, log) -> None:
+    """Per DICOM / NIfTI example: format, frame or slice, photometric interpretation, the windowing
+    used, the pixel spacing and where it came from (medzoo.data.medical)."""
+    import json
+
+    lines, sources = [], Counter()
+    for split, ds in splits.items():
+        if "metadata" not in ds.column_names:
+            continue
+        for rid, text in zip(ds["id"], ds["metadata"]):
+            meta = json.loads(text) if text else {}
+            if meta.get("source_format") not in ("dicom", "nifti"):
+                continue
+            sources[meta.get("spacing_source", "unknown")] += 1
+            where = (
+                f"frame {meta['frame']} of {meta['frames']}"
+                if meta.get("frames", 1) > 1
+                else f"slice {meta['slice']} (axis {meta.get('slice_axis', 2)})"
+                if "slice" in meta
+                else "single frame"
+            )
+            spacing = meta.get("pixel_spacing_mm")
+            spacing_text = f"{spacing[0]:g} x {spacing[1]:g} mm" if spacing else "unknown"
+            photometric = f", {meta['photometric']}" if meta.get("photometric") else ""
+            lines.append(
+                f"  {split} {rid}: {meta['source_format']}, {where}{photometric}, windowing {meta.get('windowing')}, "
+                f"spacing {spacing_text} ({meta.get('spacing_source', 'unknown')})"
+            )
+    if not lines:
+        return
+    log(f"medical images: {len(lines)} (spacing from: {', '.join(f'{k} {v}' for k, v in sorted(sources.items()))})")
+    for line in lines[:max_listed]:
+        log(line)
+    if len(lines) > max_listed:
+        log(f"  ... and {len(lines) - max_listed} more")
 
 
 def _undecoded():

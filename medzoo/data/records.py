@@ -28,8 +28,6 @@ from pathlib import Path
 
 from medzoo.errors import MedzooError
 
-MEDICAL_SUFFIXES = (".dcm", ".nii", ".nii.gz")
-
 
 class AnnotationError(MedzooError, ValueError):
     """An annotation file problem, as one line: `<file>: <record>: <what was expected>`."""
@@ -126,9 +124,9 @@ def table_rows(path: Path, images_root: Path | None = None) -> list[dict]:
             image = found[0].name if found else image
         meta = rec.get("metadata") or {}
         meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-        for key in ("slice", "frame", "window_center", "window_width"):
+        for key in ("slice", "slice_axis", "frame", "window_center", "window_width"):
             if rec.get(key) not in (None, ""):
-                meta[key] = int(rec[key]) if key in ("slice", "frame") else float(rec[key])
+                meta[key] = int(rec[key]) if key in ("slice", "slice_axis", "frame") else float(rec[key])
         rows.append(
             {
                 "id": str(rec.get("id", f"{path.stem}-{i}")),
@@ -165,75 +163,15 @@ def parse_mix(mix: str) -> list[tuple[str, float]]:
     return out
 
 
-# ---------------------------------------------------------------- medical images
-
-
-def load_medical_image(path: str, meta: dict):
-    """A DICOM / NIfTI slice as an 8-bit RGB PIL image; fills meta with spacing and windowing."""
-    import numpy as np
-    from PIL import Image
-
-    p = Path(path)
-    if p.suffix == ".dcm":
-        import pydicom
-
-        ds = pydicom.dcmread(str(p))
-        arr = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
-            getattr(ds, "RescaleIntercept", 0)
-        )
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        if frames > 1:  # a multi-frame file: one frame, chosen like a NIfTI slice (`frame`, default the middle)
-            k = int(meta.get("frame", frames // 2))
-            if not 0 <= k < frames:
-                raise AnnotationError(f"{path}: frame {k} outside the file's {frames} frames")
-            arr, meta["frame"] = arr[k], k
-        if arr.ndim != 2:
-            raise AnnotationError(f"{path}: expected a greyscale image, got pixel data of shape {arr.shape}")
-        # row, column (mm): the patient plane's PixelSpacing, else the detector's ImagerPixelSpacing;
-        # neither leaves it unknown (a measurement task then refuses), never a silent 1 mm.
-        spacing_tag = next((t for t in ("PixelSpacing", "ImagerPixelSpacing") if getattr(ds, t, None)), None)
-        spacing = [float(v) for v in getattr(ds, spacing_tag)] if spacing_tag else None
-        meta["spacing_source"] = spacing_tag or "unknown"
-        source = "dicom"
-    else:
-        import nibabel as nib
-
-        img = nib.load(str(p))
-        vol = np.asarray(img.dataobj, dtype=np.float32)
-        k = int(meta.get("slice", vol.shape[2] // 2 if vol.ndim == 3 else 0))
-        if vol.ndim == 3 and not 0 <= k < vol.shape[2]:
-            raise AnnotationError(f"{path}: slice {k} outside the volume's {vol.shape[2]} axial slices")
-        arr = vol[:, :, k].T if vol.ndim == 3 else vol.T  # rows = y
-        zooms = img.header.get_zooms()
-        spacing = [float(zooms[1]), float(zooms[0])]
-        meta["spacing_source"] = "nifti header"
-        meta["slice"] = k
-        source = "nifti"
-    if "window_center" in meta and "window_width" in meta:
-        lo = meta["window_center"] - meta["window_width"] / 2
-        hi = meta["window_center"] + meta["window_width"] / 2
-        meta["windowing"] = f"center {meta['window_center']:g} width {meta['window_width']:g}"
-    else:
-        lo, hi = np.percentile(arr, [1, 99])
-        meta["windowing"] = "p1-p99"
-    arr8 = (np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8)
-    if spacing is not None:
-        meta.setdefault("pixel_spacing_mm", spacing)
-    meta.setdefault("image_size", [int(arr8.shape[1]), int(arr8.shape[0])])
-    meta["source_format"] = source
-    return Image.fromarray(arr8).convert("RGB")
-
-
-def is_medical(path: str) -> bool:
-    return str(path).endswith(MEDICAL_SUFFIXES)
-
-
-def to_dataset(rows: list[dict]):
+def to_dataset(rows: list[dict], default_spacing_mm: float | None = None):
     """Rows -> a `datasets.Dataset` with an Image column (`image`, and `images` for multi-image).
 
     Plain images stay paths, decoded lazily; DICOM/NIfTI slices are converted once here to PNG bytes
-    (their spacing and windowing go into metadata)."""
+    (format, frame or slice, windowing, spacing and its source go into metadata, medzoo.data.medical).
+    `default_spacing_mm` (the recipe's data.pixel_spacing_mm) is the spacing of images without one."""
     from datasets import Dataset, Features, Image, Sequence, Value
+
+    from medzoo.data.medical import is_medical, load_medical_image
 
     multi = any(len(r["image_paths"]) > 1 for r in rows)
     out = []
@@ -244,13 +182,16 @@ def to_dataset(rows: list[dict]):
             if is_medical(p):
                 try:
                     buf = io.BytesIO()
-                    load_medical_image(p, meta).save(buf, format="PNG")
+                    load_medical_image(p, meta, default_spacing_mm).save(buf, format="PNG")
                     imgs.append({"bytes": buf.getvalue(), "path": None})
                 except (OSError, ValueError) as e:  # unreadable: kept, and dropped (and counted) by cleaning
                     meta["unreadable"] = str(e).splitlines()[0][:200]
                     imgs.append({"bytes": None, "path": p})
             else:
                 imgs.append({"bytes": None, "path": p})
+        if default_spacing_mm is not None and "pixel_spacing_mm" not in meta:
+            meta["pixel_spacing_mm"] = [float(default_spacing_mm)] * 2
+            meta["spacing_source"] = "recipe data.pixel_spacing_mm"
         row = {k: v for k, v in r.items() if k not in ("image_paths", "split")}
         row["metadata"] = json.dumps(meta)
         row["image"] = imgs[0]

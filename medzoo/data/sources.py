@@ -174,7 +174,8 @@ def _load_other(spec):
         splits = {split: rows for split, rows in _annotation_splits(spec).items() if rows}
         if not splits:
             raise InvalidValue(f"data.path: {spec.path}: the annotation file(s) hold no examples")
-        return ensure_splits(DatasetDict({split: to_dataset(rows) for split, rows in splits.items()}), spec.seed)
+        spacing = spec.pixel_spacing_mm
+        return ensure_splits(DatasetDict({s: to_dataset(rows, spacing) for s, rows in splits.items()}), spec.seed)
     if spec.source == "disk":
         path = resolve_path(spec)
         if not path.exists():

@@ -75,6 +75,9 @@ class DataSpec:
     limit_val: int | None = field(default=None, metadata=POSITIVE_INT)
     limit_test: int | None = field(default=None, metadata=POSITIVE_INT)
     per_task_limit: dict[str, int] = field(default_factory=dict)
+    # The pixel spacing (mm) of images whose files do not state one (plain PNG / JPEG, DICOM without
+    # PixelSpacing): measurement tasks need it and medzoo never assumes 1 mm (medzoo.data.medical).
+    pixel_spacing_mm: float | None = field(default=None, metadata=POSITIVE)
     drop_answers: list[str] = field(default_factory=lambda: ["", "nan"])  # rows with these answers are dropped
 
 

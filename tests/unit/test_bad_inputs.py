@@ -297,7 +297,7 @@ def test_a_multi_frame_dicom_gives_one_frame_and_no_invented_spacing():
     import numpy as np
     import pydicom
 
-    from medzoo.data.records import AnnotationError, load_medical_image
+    from medzoo.data.medical import MedicalImageError, load_medical_image
 
     path = _pydicom_file("emri_small.dcm")  # 10-frame MR without a top-level PixelSpacing
     meta = {}
@@ -311,5 +311,5 @@ def test_a_multi_frame_dicom_gives_one_frame_and_no_invented_spacing():
     meta = {"frame": 2}
     load_medical_image(path, meta)
     assert meta["frame"] == 2
-    with pytest.raises(AnnotationError, match=r"emri_small.dcm: frame 10 outside the file's 10 frames"):
+    with pytest.raises(MedicalImageError, match=r"emri_small.dcm: frame 10 outside the file's 10 frames"):
         load_medical_image(path, {"frame": 10})
