@@ -86,7 +86,7 @@ def _latest_run(runs: Path) -> RecipeChoice | None:
     manifest = manifests[-1]
     run_dir = manifest.parent
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.stat().st_mtime))
-    reason = f"the most recently trained run, {run_dir} ({when})"
+    reason = f"the most recently trained run, {run_dir.relative_to(runs.parent)} ({when})"
     try:
         name = json.loads(manifest.read_text()).get("recipe")
     except (ValueError, UnicodeDecodeError):
