@@ -55,22 +55,8 @@ def undecoded(ds):
     return ds.cast_column("image", ImageFeature(decode=False)) if "image" in ds.column_names else ds
 
 
-def clean_rows(ds, drop_answers: list[str], counter: DropCounter):
-    """Drop rows with unreadable images or empty/'nan' answers (counted, never a crash)."""
-    bad_answers = {a.strip().lower() for a in drop_answers}
-    keep_idx = []
-    for i, row in enumerate(undecoded(ds)):
-        reason = drop_reason(row, bad_answers)
-        if reason:
-            counter.add(reason)
-        else:
-            keep_idx.append(i)
-    return ds.select(keep_idx) if len(keep_idx) != len(ds) else ds
-
-
-def usable_rows(ds, limit: int | None, drop_answers: list[str], counter: DropCounter) -> list[dict]:
-    """The first `limit` usable rows of `ds` (all when None), decoded, with the same cleaning as
-    training; rows skipped on the way are counted, so a limit is never met with fewer examples."""
+def _usable_indices(ds, drop_answers: list[str], counter: DropCounter, limit: int | None = None) -> list[int]:
+    """Indices of usable rows in order (at most `limit`); every row skipped on the way is counted."""
     bad_answers = {a.strip().lower() for a in drop_answers}
     keep_idx = []
     for i, row in enumerate(undecoded(ds)):
@@ -81,7 +67,19 @@ def usable_rows(ds, limit: int | None, drop_answers: list[str], counter: DropCou
             counter.add(reason)
         else:
             keep_idx.append(i)
-    return [ds[i] for i in keep_idx]
+    return keep_idx
+
+
+def clean_rows(ds, drop_answers: list[str], counter: DropCounter):
+    """Drop rows with unreadable images or empty/'nan' answers (counted, never a crash)."""
+    keep_idx = _usable_indices(ds, drop_answers, counter)
+    return ds.select(keep_idx) if len(keep_idx) != len(ds) else ds
+
+
+def usable_rows(ds, limit: int | None, drop_answers: list[str], counter: DropCounter) -> list[dict]:
+    """The first `limit` usable rows of `ds` (all when None), decoded, with the same cleaning as
+    training; rows skipped on the way are counted, so a limit is never met with fewer examples."""
+    return [ds[i] for i in _usable_indices(ds, drop_answers, counter, limit)]
 
 
 def _image_ok(image) -> bool:

@@ -100,9 +100,8 @@ def _window_dicom(values, ds, meta: dict):
     import numpy as np
     from pydicom.pixels import apply_voi_lut
 
-    if "window_center" in meta and "window_width" in meta:
-        return _window(values, meta)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+    row_window = "window_center" in meta and "window_width" in meta
+    if not row_window and ("VOILUTSequence" in ds or "WindowCenter" in ds):
         out = apply_voi_lut(values, ds)
         # The LUT's output range: the window (or table) applied to the lowest and highest inputs.
         probe = (
@@ -113,9 +112,7 @@ def _window_dicom(values, ds, meta: dict):
         lo, hi = (float(v) for v in apply_voi_lut(probe, ds))
         meta["windowing"] = "file VOI LUT" if "VOILUTSequence" in ds else _file_window_text(ds)
         return _to_uint8(out, lo, hi)
-    lo, hi = np.percentile(values, [1, 99])
-    meta["windowing"] = "p1-p99"
-    return _to_uint8(values, lo, hi)
+    return _row_window_or_percentiles(values, meta)
 
 
 def _file_window_text(ds) -> str:
@@ -127,10 +124,17 @@ def _file_window_text(ds) -> str:
     return f"file window center {float(center):g} width {float(width):g}"
 
 
-def _window(values, meta: dict):
-    lo = meta["window_center"] - meta["window_width"] / 2
-    hi = meta["window_center"] + meta["window_width"] / 2
-    meta["windowing"] = f"center {meta['window_center']:g} width {meta['window_width']:g}"
+def _row_window_or_percentiles(values, meta: dict):
+    """The row's `window_center` / `window_width`, else the 1st..99th percentile; recorded in meta."""
+    import numpy as np
+
+    if "window_center" in meta and "window_width" in meta:
+        lo = meta["window_center"] - meta["window_width"] / 2
+        hi = meta["window_center"] + meta["window_width"] / 2
+        meta["windowing"] = f"center {meta['window_center']:g} width {meta['window_width']:g}"
+    else:
+        lo, hi = np.percentile(values, [1, 99])
+        meta["windowing"] = "p1-p99"
     return _to_uint8(values, lo, hi)
 
 
@@ -177,9 +181,4 @@ def _nifti(path: str, meta: dict):
     # the patient's right is on the image's left (radiological convention).
     arr = plane.T[::-1, ::-1]
     meta.update(source_format="nifti", slice=k, slice_axis=axis, spacing_source="NIfTI header (canonical)")
-    grey = _window(arr, meta) if "window_center" in meta and "window_width" in meta else None
-    if grey is None:
-        lo, hi = np.percentile(arr, [1, 99])
-        meta["windowing"] = "p1-p99"
-        grey = _to_uint8(arr, lo, hi)
-    return grey, [zooms[b], zooms[a]]
+    return _row_window_or_percentiles(arr, meta), [zooms[b], zooms[a]]

@@ -37,12 +37,12 @@ def check_resume(run_dir: Path, recipe, accept_changes: bool) -> None:
     path = run_dir / RECIPE_FILE
     if not path.exists():
         return  # a run started before medzoo recorded it, or killed before its first write
-    started = yaml.safe_load(path.read_text())
-    changed = [k for k in _changed(_flat(started), _flat(recipe.to_dict())) if not k.startswith(FREE)]
+    before, after = _flat(yaml.safe_load(path.read_text())), _flat(recipe.to_dict())
+    changed = [k for k in _changed(before, after) if not k.startswith(FREE)]
     if not changed:
         return
     fixed = [k for k in changed if k.startswith(FIXED)]
-    described = ", ".join(_describe(k, started, recipe.to_dict()) for k in (fixed or changed)[:6])
+    described = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in (fixed or changed)[:6])
     if fixed:
         raise StateMismatch(
             f"train --resume: {run_dir} was started with another {', '.join(fixed)} ({described}); "
@@ -68,7 +68,3 @@ def _flat(d, prefix: str = "") -> dict:
 
 def _changed(before: dict, after: dict) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-
-
-def _describe(key: str, before: dict, after: dict) -> str:
-    return f"{key} {_flat(before).get(key)!r} -> {_flat(after).get(key)!r}"

@@ -193,8 +193,7 @@ def latest_checkpoint(folder: Path, log=None) -> str | None:
         return None
     cps = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[-1]))
     complete = [p for p in cps if (p / CHECKPOINT_COMPLETE).exists()]
-    skipped = [p.name for p in cps if complete and int(p.name.split("-")[-1]) > int(complete[-1].name.split("-")[-1])]
-    skipped = skipped if complete else [p.name for p in cps]
+    skipped = [p.name for p in cps[cps.index(complete[-1]) + 1 if complete else 0 :]]
     if skipped and log:
         log(f"resume: skipping incomplete checkpoint(s) {', '.join(skipped)} in {folder} (cut short while saving)")
     return str(complete[-1]) if complete else None
