@@ -30,12 +30,21 @@ class VLLMSettings:
     enable_prefix_caching: bool | None = None  # None: vLLM's default
 
 
-def _cpu_environment(settings: VLLMSettings) -> None:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+def cpu_environment(settings: VLLMSettings, multiprocessing: bool = False) -> dict[str, str]:
+    """vLLM's CPU settings as environment variables (in-process engines: one process, quiet logs)."""
     ncpu = os.cpu_count() or 1
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{ncpu - 1}" if ncpu > 1 else "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{ncpu - 1}" if ncpu > 1 else "0",
+    }
+    if not multiprocessing:
+        env.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_LOGGING_LEVEL="WARNING")
+    return env
+
+
+def _cpu_environment(settings: VLLMSettings) -> None:
+    for key, value in cpu_environment(settings).items():
+        os.environ.setdefault(key, value)
 
 
 def has_cuda() -> bool:
@@ -55,6 +64,13 @@ def load_engine(
     if not has_cuda():
         _cpu_environment(settings)
     from vllm import LLM
+
+    from medzoo.engines.vllm_patches import grouped_cpu_lora_ops, reuse_passed_tokenizer
+
+    if os.environ.get("MEDZOO_VLLM_PATCHES", "1") != "0":  # 0: vLLM exactly as shipped (to compare)
+        reuse_passed_tokenizer()
+        if not has_cuda() and settings.enable_lora:
+            grouped_cpu_lora_ops()
 
     return LLM(**engine_kwargs(model_path, settings, limit_images, image_settings, on_cuda=has_cuda()))
 
