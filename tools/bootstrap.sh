@@ -14,7 +14,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 TARGET=${MEDZOO_TARGET:-$(command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)}
 STAMP="$VENV/.medzoo-installed"
-want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh | sha256sum | cut -d' ' -f1)-$TARGET
+want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh tools/build_llama_cpp.sh | sha256sum | cut -d' ' -f1)-$TARGET
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/medzoo" ]; then
   exit 0
@@ -26,16 +26,19 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if [ "$TARGET" = cuda ]; then
   "${PIP[@]}" install -q torch==2.13.0
-  "${PIP[@]}" install -q -e ".[cuda,export,test]"
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "${PIP[@]}" install -q -e ".[cuda,export,test]"
 else
   # torch first, so that nothing else drags in a CUDA build.
   "${PIP[@]}" install -q torch==2.13.0
-  # llama-cpp-python (GGUF export) is an sdist: the first install compiles llama.cpp (~17 min on
-  # 2 cores); pip caches the wheel, so later set-ups reuse it.
-  "${PIP[@]}" install -q -r requirements/cpu.lock
+  # llama-cpp-python (GGUF export) is an sdist; it is installed without its own llama.cpp compile
+  # (LLAMA_BUILD=OFF) because tools/build_llama_cpp.sh compiles that same llama.cpp source once for
+  # both the binding and the llama-server / llama-mtmd-cli binaries. (pip caches that lib-less
+  # wheel: a venv made without this script on the same machine should `pip install --no-cache-dir`.)
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "${PIP[@]}" install -q -r requirements/cpu.lock
   "${PIP[@]}" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
   "$VENV/bin/python" tools/patch_torchvision.py
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 fi
+bash tools/build_llama_cpp.sh "$VENV" "$(grep -oP '^llama-cpp-python==\K\S+' requirements/cpu.lock)"
 echo "$want" > "$STAMP"
 echo "medzoo: environment ready ($VENV)"

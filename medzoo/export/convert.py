@@ -26,10 +26,14 @@ class ExportError(MedzooError, RuntimeError):
 
 
 def converter_dir(log=print) -> Path:
-    """llama.cpp's converter files from the llama-cpp-python sdist, fetched once (pip download)."""
+    """llama.cpp's converter files from the llama-cpp-python sdist: the bootstrap's copy in the venv,
+    else fetched once (pip download) into $MEDZOO_HOME."""
     from medzoo.atomic import build_dir
     from medzoo.paths import medzoo_home
 
+    built = Path(sys.prefix) / "llama.cpp"  # tools/build_llama_cpp.sh's copy of the same source
+    if (built / f".built-{LLAMA_CPP_PYTHON}").exists() and (built / "src" / "convert_hf_to_gguf.py").exists():
+        return built / "src"
     dest = medzoo_home() / f"llama.cpp-{LLAMA_CPP_PYTHON}"
     if (dest / "convert_hf_to_gguf.py").exists():
         return dest
