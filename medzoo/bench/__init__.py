@@ -1,6 +1,9 @@
 """`medzoo bench`: every (model, prompt mode) configuration of a recipe on one evaluation split.
 
-Default engine: ONE vLLM engine for the base model with LoRA enabled; tuned models are LoRA
+Engine (`engine="auto"`, the default, medzoo.bench.plan.choose_engine): vLLM on CUDA; on CPU
+transformers below the measured crossover in generations and for Gemma 3, vLLM from it on.
+
+vLLM: ONE vLLM engine for the base model with LoRA enabled; tuned models are LoRA
 requests, so all configurations go through the same engine in batched calls that mix them. On
 request (`lora_mode="merged"`, or when an adapter has weights vLLM's LoRA cannot serve) each
 adapter is merged (medzoo.merge) and served by its own engine, one after the other.
@@ -19,17 +22,19 @@ Work happens in `<out>.partial/`; records are appended as each chunk finishes, s
 resumes without recomputing them, and the folder is renamed to `<out>` only when complete.
 """
 
-from medzoo.bench.plan import LORA_MODES, BenchModel, choose_lora_mode, resolve_models
+from medzoo.bench.plan import BENCH_ENGINES, LORA_MODES, BenchModel, choose_engine, choose_lora_mode, resolve_models
 from medzoo.bench.report import markdown_tables, summarize, write_reports
 from medzoo.bench.runner import BenchResult, run_bench
 from medzoo.bench.scoring import MEASUREMENT_VALUES, PRIMARY_METRIC, primary_score, score_example
 
 __all__ = [
+    "BENCH_ENGINES",
     "LORA_MODES",
     "MEASUREMENT_VALUES",
     "PRIMARY_METRIC",
     "BenchModel",
     "BenchResult",
+    "choose_engine",
     "choose_lora_mode",
     "markdown_tables",
     "primary_score",

@@ -17,7 +17,8 @@ def _requests(chunk: list[dict], adapter_labels: set[str]) -> list:
     from medzoo.engines.base import Request
 
     return [
-        Request(r["prompt"], r["images"], adapter=r["model"] if r["model"] in adapter_labels else None) for r in chunk
+        Request(r["prompt"], r["images"], r["messages"], adapter=r["model"] if r["model"] in adapter_labels else None)
+        for r in chunk
     ]
 
 
@@ -80,6 +81,19 @@ def generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk, 
         timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
         _run_chunks(loaded, todo, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"])
         loaded.close()
+
+
+def generate_openai(ctx, pending, models, chunk_size, bar, on_chunk, timing):
+    """Every configuration through an OpenAI-compatible server (ctx["server"]: base_url, model, api_key)."""
+    from medzoo.engines.openai_engine import OpenAIEngine
+
+    server = ctx["server"]
+    t = time.perf_counter()
+    labels = [m.label for m in models]
+    engine = OpenAIEngine.connect(server["base_url"], labels, server.get("model"), server.get("api_key"), ctx["stops"])
+    timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
+    labels = {m.label for m in models if m.adapter}
+    _run_chunks(engine, pending, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"], labels)
 
 
 def merge_for_vllm(recipe, models, log) -> dict[str, str]:

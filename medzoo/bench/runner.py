@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medzoo.bench.generate import bertscorer, generate_per_model, generate_vllm_lora, merge_for_vllm
-from medzoo.bench.plan import choose_lora_mode, parallel_settings, resolve_models, weight_bytes
+from medzoo.bench.generate import bertscorer, generate_openai, generate_per_model, generate_vllm_lora, merge_for_vllm
+from medzoo.bench.plan import choose_engine, choose_lora_mode, parallel_settings, resolve_models, weight_bytes
 from medzoo.bench.report import summarize, write_reports
 from medzoo.bench.scoring import score_example
 from medzoo.bench.store import append_records, finish, open_workdir
@@ -36,15 +36,19 @@ def run_bench(
     chunk_size: int = 512,
     progress: bool = True,
     log=print,
+    server: dict | None = None,
 ) -> BenchResult:
-    """Evaluate base/tuned models x prompt modes on a recipe's split; write and return the results."""
+    """Evaluate base/tuned models x prompt modes on a recipe's split; write and return the results.
+
+    `server` (engine "openai"): {"base_url": ..., "model": served base name or None, "api_key": ...}.
+    """
     from medzoo.models.loading import recipe_base
     from medzoo.preprocess import DropCounter
     from medzoo.recipe import prompt_settings
 
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
-    modes, engine, split, limit = _checked_request(recipe, modes, engine, split, limit)
+    modes, engine, split, limit = _checked_request(recipe, modes, engine, split, limit, server)
     names = list(models) if models else _default_models(recipe, adapters, log)
     bench_models = resolve_models(recipe, names, list(adapters or []))
 
@@ -52,9 +56,12 @@ def run_bench(
     base = recipe_base(recipe)
     dropped = DropCounter()
     rows = _rows(recipe, split, limit, dropped)
+    engine, engine_reason = _engine(engine, len(bench_models) * len(modes) * len(rows), base, lora_mode)
     mode_used = _serving_mode(engine, lora_mode, bench_models, base, log)
     ps = prompt_settings(recipe)
     spec = _spec(recipe, base, bench_models, modes, split, rows, engine, mode_used, ps)
+    if engine == "openai":
+        spec["server"] = {k: v for k, v in server.items() if k != "api_key"}
     out = Path(out) if out else recipe.run_path() / "bench" / f"{split}-{engine}"
     workdir, records = open_workdir(out, spec, overwrite, log)
     done = {(r["config"], r["id"]) for r in records}
@@ -67,15 +74,17 @@ def run_bench(
         log(
             f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x "
             f"{len(rows)} examples" + (f", {len(done)} already done" if done else "") + f"), engine {engine}"
-            + (f", adapters as {mode_used}" if engine == "vllm" else "")
+            + (f", adapters as {mode_used}" if engine in ("vllm", "openai") else "")
+            + (f" ({engine_reason})" if engine_reason.startswith("auto") else "")
         )  # fmt: skip
-        ctx = _engine_context(recipe, base, prepared)
+        ctx = {**_engine_context(recipe, base, prepared), "server": server}
         _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
 
     t = time.perf_counter()
     configs = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
     summary = summarize(records, configs, bertscore_model=recipe.bench.bertscore_model)
     summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
+    summary["engine_reason"] = engine_reason
     summary.update(lora_mode=mode_used, dropped=dropped.as_dict(), timing=timing)
     timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
     timing["total_s"] = time.perf_counter() - t_all
@@ -128,9 +137,9 @@ def _engine_context(recipe, base, prepared: dict) -> dict:
     }
 
 
-def _checked_request(recipe, modes, engine, split, limit) -> tuple[list[str], str, str, int | None]:
+def _checked_request(recipe, modes, engine, split, limit, server) -> tuple[list[str], str, str, int | None]:
     """The options, with the recipe's bench section filling what was not given; bad values are one line."""
-    from medzoo.inference import ENGINES
+    from medzoo.bench.plan import BENCH_ENGINES
     from medzoo.prompts import PROMPT_MODES
 
     modes = list(modes or recipe.bench.prompts)
@@ -138,8 +147,12 @@ def _checked_request(recipe, modes, engine, split, limit) -> tuple[list[str], st
         if m not in PROMPT_MODES:
             raise InvalidValue(f"--prompts: expected some of {', '.join(PROMPT_MODES)}, got {m!r}")
     engine = engine or recipe.bench.engine
-    if engine not in ENGINES:
-        raise InvalidValue(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine not in BENCH_ENGINES:
+        raise InvalidValue(f"--engine: expected one of {', '.join(BENCH_ENGINES)}, got {engine!r}")
+    if (engine == "openai") != bool(server and server.get("base_url")):
+        raise InvalidValue(
+            "--base-url goes with --engine openai (the server to evaluate), and --engine openai needs it"
+        )
     return modes, engine, split or recipe.bench.split, limit or recipe.bench.limit
 
 
@@ -158,17 +171,25 @@ def _rows(recipe, split: str, limit: int | None, dropped) -> list:
     return rows
 
 
+def _engine(requested: str, generations: int, base, lora_mode: str) -> tuple[str, str]:
+    """'auto' resolved for this work size and device (medzoo.bench.plan.choose_engine)."""
+    from medzoo.engines.vllm_engine import has_cuda
+
+    return choose_engine(requested, generations, base.family.name, on_cuda=has_cuda(), lora_mode=lora_mode)
+
+
 def _serving_mode(engine: str, lora_mode: str, bench_models, base, log) -> str:
-    """How adapters are served: 'lora' requests or 'merged' copies in vLLM, 'peft' in transformers."""
+    """How adapters are served: 'lora' requests or 'merged' copies in vLLM, 'peft' in transformers,
+    'served' by an OpenAI-compatible server (as it serves them: `medzoo serve` names them)."""
+    if engine == "openai":
+        return "served"
+    if engine != "vllm":
+        return "peft"
+    from medzoo.engines.vllm_engine import has_cuda
     from medzoo.merge import adapter_vllm_blocker
 
     blockers = {m.label: r for m in bench_models if m.adapter and (r := adapter_vllm_blocker(m.adapter, base.family))}
-    if engine == "vllm":
-        from medzoo.engines.vllm_engine import has_cuda
-
-        mode_used = choose_lora_mode(lora_mode, blockers, on_cuda=has_cuda(), weight_bytes=weight_bytes(base.path))
-    else:
-        mode_used = "peft"
+    mode_used = choose_lora_mode(lora_mode, blockers, on_cuda=has_cuda(), weight_bytes=weight_bytes(base.path))
     for label, reason in blockers.items():
         log(f"bench: merging adapter {label!r} before serving: {reason}")
     return mode_used
@@ -212,6 +233,7 @@ def _pending(bench_models, modes, rows, prepared, done) -> list[dict]:
                         "index": i,
                         "prompt": p.prompts[i],
                         "images": p.images[i],
+                        "messages": p.messages[i],  # what an OpenAI-compatible server is sent
                         "routes": p.routes[i],
                     }
                 )
@@ -222,7 +244,9 @@ def _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size,
     from tqdm.auto import tqdm
 
     with tqdm(total=len(pending), desc="bench", unit="gen", disable=not progress) as bar:
-        if engine == "vllm" and mode_used == "lora":
+        if engine == "openai":
+            generate_openai(ctx, pending, bench_models, chunk_size, bar, scorer, timing)
+        elif engine == "vllm" and mode_used == "lora":
             generate_vllm_lora(ctx, pending, bench_models, chunk_size, bar, scorer, timing)
         else:
             merged_paths = merge_for_vllm(recipe, bench_models, log) if engine == "vllm" else {}

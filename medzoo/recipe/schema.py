@@ -165,7 +165,7 @@ class BenchSpec:
     split: Literal["train", "validation", "test"] = "test"
     limit: int | None = field(default=None, metadata=POSITIVE_INT)
     max_new_tokens: int = field(default=32, metadata=POSITIVE_INT)
-    engine: Literal["vllm", "hf"] = "vllm"
+    engine: Literal["auto", "vllm", "hf"] = "auto"  # auto: medzoo.bench.plan.choose_engine
     prompts: list[Literal["none", "static", "adaptive"]] = field(default_factory=lambda: list(PROMPT_MODES))
     bertscore_model: str | None = None  # None = the offline all-MiniLM-L6-v2 from PyPI
     # vLLM scaling, passed through: GPUs per model copy, pipeline stages, model copies.

@@ -129,6 +129,24 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
         choose_lora_mode("fast", {})
 
 
+def test_engine_auto_follows_the_device_the_family_and_the_measured_crossover():
+    from medzoo.bench import choose_engine
+    from medzoo.bench.plan import CPU_VLLM_CROSSOVER_GENERATIONS as crossover
+
+    assert choose_engine("auto", 60, "qwen2_5_vl", on_cuda=True)[0] == "vllm"
+    engine, reason = choose_engine("auto", crossover - 1, "qwen2_5_vl", on_cuda=False)
+    assert engine == "hf" and "below the measured crossover" in reason
+    assert choose_engine("auto", crossover, "qwen2_5_vl", on_cuda=False)[0] == "vllm"
+    engine, reason = choose_engine("auto", 10 * crossover, "gemma3", on_cuda=False)
+    assert engine == "hf" and "Gemma 3" in reason
+    assert choose_engine("vllm", 6, "gemma3", on_cuda=False) == ("vllm", "--engine vllm (chosen)")
+    assert choose_engine("auto", 6, "qwen2_5_vl", on_cuda=False, lora_mode="merged") == (
+        "vllm", "auto: --lora-mode merged is a vLLM setting"
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="--engine: expected one of auto, vllm, hf"):
+        choose_engine("fast", 6, "gemma3", on_cuda=False)
+
+
 def test_bench_without_adapter_says_what_to_do(tmp_path):
     """Asked for the tuned model explicitly (by default bench falls back to the base alone, e2e)."""
     run_dir = f"run_dir={tmp_path / 'none'}"
