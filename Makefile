@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lint format lock export bench-startup bench-train bench-eval bench-export clean
+.PHONY: venv demo test test-fast lint format lock export bench-startup bench-train bench-eval bench-serve bench-export clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -77,6 +77,10 @@ bench-train: venv
 
 bench-eval: venv
 	$(PY) benchmarks/bench_throughput.py
+
+# Requests/s through `medzoo serve` (vLLM, base + LoRA) vs `vllm serve` of a merged copy, same requests
+bench-serve: venv
+	$(PY) benchmarks/bench_serving.py
 
 # GGUF size per quantisation vs f16 and llama.cpp answers/s vs the merged HF model (exports first if needed)
 bench-export: venv

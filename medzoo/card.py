@@ -157,6 +157,11 @@ def _parity_section(parity: dict | None) -> str:
         lines.append(
             f"| {q['quant']} | {q.get('size_mb', 0):.1f} | {q['agreement']:.3f} | {q.get('metric', float('nan')):.3f} | {parity.get('reference_metric', float('nan')):.3f} |"
         )
+    server = parity.get("server")
+    if server:
+        lines.append(
+            f"| f16 via llama-server (OpenAI API) | | {server['agreement']:.3f} | {server['metric']:.3f} | {parity.get('reference_metric', float('nan')):.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -168,7 +173,26 @@ def _gguf_commands(recipe, parity: dict | None) -> str:
     files = {q["quant"]: q["file"] for q in parity.get("quantizations", [])}
     model = files.get("q8_0") or files.get("f16") or f"{recipe.name}-q8_0.gguf"
     mmproj = parity.get("mmproj") or f"mmproj-{recipe.name}-f16.gguf"
-    return run_commands(recipe.name, model, mmproj, parity.get("image_tokens"))
+    block = run_commands(
+        recipe.name, model, mmproj, parity.get("image_tokens"), parity.get("example"), recipe.bench.max_new_tokens
+    )
+    notes = "".join(f"\n- Ollama: {w}." for w in parity.get("ollama", []))
+    return block + ("\n" + notes if notes else "")
+
+
+def _vllm_serve_command(recipe, base_shown: str) -> str:
+    """`medzoo serve`'s own command as `vllm serve ...`, with the base and adapter as a reader of the
+    card names them (medzoo may run vLLM's CLI through a shim here: medzoo.engines.vllm_cli)."""
+    from medzoo.serve import Server, vllm_server
+
+    server = vllm_server(recipe)
+    argv = ["vllm", *server.argv[server.argv.index("serve") :]]
+    if "--chat-template" in argv:  # a local copy of the model's own template: the default there
+        i = argv.index("--chat-template")
+        del argv[i : i + 2]
+    argv[2] = base_shown
+    adapter = str(recipe.run_path() / "adapter")
+    return Server(argv, server.env, server.base_url).command_line().replace(adapter, "<downloaded adapter folder>")
 
 
 def _usage_section(recipe, repo_id: str, family_name: str | None, parity: dict | None = None) -> str:
@@ -184,14 +208,12 @@ model = PeftModel.from_pretrained(model, "{repo_id}")
 processor = AutoProcessor.from_pretrained("{repo_id}")
 ```
 
-vLLM, the adapter as a LoRA request (language-model LoRA; medzoo merges adapters vLLM cannot serve):
+vLLM's OpenAI-compatible server, the adapter as the LoRA module `tuned`, with the flags that
+reproduce training (`medzoo serve {recipe.name}` starts exactly this; `--max-lora-rank` from the
+adapter, one LoRA slot spare, the image budget of training):
 
-```python
-from vllm import LLM
-from vllm.lora.request import LoRARequest
-
-llm = LLM("{base}", enable_lora=True, max_loras=2)  # keep one LoRA slot spare
-out = llm.generate(request, lora_request=LoRARequest("tuned", 1, "<downloaded adapter folder>"))
+```bash
+{_vllm_serve_command(recipe, base)}
 ```
 
 llama.cpp / Ollama (after `medzoo export {recipe.name} --gguf`):

@@ -53,6 +53,7 @@ for _command in (
     runs.tune,
     runs.generate,
     ship.bench,
+    ship.serve,
     ship.merge,
     ship.export,
     ship.card,

@@ -25,7 +25,18 @@ from medzoo.cli.common import csv_list, load_chosen_recipe
 @click.option("--split", default=None, help="Evaluation split (default: the recipe's bench.split).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples.")
 @click.option(
-    "--engine", type=click.Choice(["vllm", "hf"]), default=None, help="Default: the recipe's bench.engine (vllm)."
+    "--engine",
+    type=click.Choice(["auto", "vllm", "hf", "openai"]),
+    default=None,
+    help="Default: the recipe's bench.engine (auto: vLLM on CUDA; on CPU the faster one for the work size). "
+    "openai: the OpenAI-compatible server at --base-url.",
+)
+@click.option("--base-url", default=None, help="--engine openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+@click.option(
+    "--model", "served_model", default=None, help="--engine openai: the served base model (default: its first)."
+)
+@click.option(
+    "--api-key", default=None, envvar="OPENAI_API_KEY", help="--engine openai: bearer token, if the server asks."
 )
 @click.option(
     "--adapter",
@@ -56,7 +67,10 @@ from medzoo.cli.common import csv_list, load_chosen_recipe
     help="Generations per batched engine call; records are saved after each (resume granularity).",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out, overwrite, chunk_size, overrides):
+def bench(
+    recipe, models, modes, split, limit, engine, base_url, served_model, api_key, adapters, lora_mode, out, overwrite,
+    chunk_size, overrides,
+):  # fmt: skip
     """Evaluate base and tuned models under each prompt mode; print the table, write results + plot."""
     from medzoo.bench import run_bench
 
@@ -74,6 +88,7 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
         overwrite=overwrite,
         chunk_size=chunk_size,
         log=click.echo,
+        server={"base_url": base_url, "model": served_model, "api_key": api_key} if base_url else None,
     )
     click.echo(result.markdown)
     t = result.summary["timing"]
@@ -86,6 +101,60 @@ def bench(recipe, models, modes, split, limit, engine, adapters, lora_mode, out,
 
 
 # -- merge
+
+
+@click.command()
+@click.argument("recipe", required=False)
+@click.option(
+    "--engine",
+    type=click.Choice(["vllm", "llama.cpp"]),
+    default="vllm",
+    show_default=True,
+    help="vllm: base + adapter (LoRA) in vLLM's server. llama.cpp: llama-server on the GGUF export.",
+)
+@click.option(
+    "--adapter", type=click.Path(), default=None, help="vllm: adapter folder (default: <run_dir>/adapter, if trained)."
+)
+@click.option(
+    "--quant", default=None, help="llama.cpp: which GGUF of the export (default: q8_0 if exported, else f16)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Default: 8000 (vllm), 8080 (llama.cpp).")
+@click.option("--print-only", is_flag=True, help="Print the server command and an example request; start nothing.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
+    """Serve the recipe's model through vLLM's or llama.cpp's OpenAI-compatible server, configured as training was."""
+    from medzoo import serve as serving
+    from medzoo.data.sources import first_rows
+    from medzoo.export.commands import curl_request
+    from medzoo.inference import prepare
+    from medzoo.models.loading import recipe_base
+    from medzoo.recipe import prompt_settings
+
+    r = load_chosen_recipe(recipe, overrides)
+    base = recipe_base(r)
+    if engine == "llama.cpp":
+        server = serving.llama_cpp_server(r, host=host, port=port or 8080, quant=quant)
+    else:
+        server = serving.vllm_server(r, host=host, port=port or 8000, adapter=adapter, base=base)
+    _, rows = first_rows(r.data, r.bench.split, 1)  # the request a bench sends for its first example
+    mode = r.prompts.train_mode
+    messages = prepare(rows, base.processor, base.family, prompt_settings(r), mode, base.image_settings).messages[0]
+    model = "tuned" if "tuned" in server.models else serving.BASE_NAME
+    click.echo(f"server command:\n  {server.command_line()}")
+
+    def ready():
+        only = " --models tuned" if serving.BASE_NAME not in server.models else ""
+        click.echo(f"\nserving {', '.join(server.models)} at {server.base_url} (Ctrl-C stops it)")
+        click.echo(
+            f"ask it (scan.png: an image in this folder):\n  {curl_request(server.base_url, messages, r.bench.max_new_tokens, model)}"
+        )
+        click.echo(f"bench it:\n  medzoo bench {r.name} --engine openai --base-url {server.base_url}{only}")
+
+    if print_only:
+        ready()
+        return
+    raise SystemExit(serving.run(server, on_ready=ready))
 
 
 @click.command()

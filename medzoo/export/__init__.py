@@ -2,15 +2,16 @@
 
 - convert: llama.cpp's converter (with medzoo's corrections in gguf_convert) and quantiser;
 - parity: the merged transformers model vs each GGUF on the bench examples, and the template checks;
-- ollama: the Modelfile and the run commands the export README and the card print;
+- ollama: the Modelfile; commands: the llama.cpp / Ollama commands printed, served and tested;
 - runner: the command as one call.
 
 On CPUs with AMX, llama.cpp's weight-repacking buffer types crash on quantised models (a segfault
 while loading): models are loaded with `use_extra_bufts=False`, and the printed commands pass `-nr`.
 """
 
+from medzoo.export.commands import run_commands
 from medzoo.export.convert import LLAMA_CPP_PYTHON, QUANTS, ExportError, convert, converter_dir, quantize
-from medzoo.export.ollama import OLLAMA_TEMPLATES, modelfile, run_commands
+from medzoo.export.ollama import OLLAMA_TEMPLATES, modelfile
 from medzoo.export.parity import (
     F16_MIN_AGREEMENT,
     NEAR_TIE_LOGITS,

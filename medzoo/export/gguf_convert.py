@@ -27,17 +27,19 @@ GEMMA3_IMAGE_PADDING = "\n\n"  # what transformers' Gemma3Processor adds on both
 
 
 def gemma3_llama_cpp_template(template: str) -> str:
-    """Gemma 3's chat template with HF's image padding around llama.cpp's media marker.
+    """Gemma 3's chat template with HF's image padding around llama.cpp's media markers.
 
-    The template trims text parts, and llama.cpp front ends hand it each image as a text part
-    holding the marker, so the padding must come from the template itself."""
-    padded = GEMMA3_IMAGE_PADDING + MEDIA_MARKER + GEMMA3_IMAGE_PADDING
+    The template trims text parts, and llama.cpp front ends hand it each image as text holding a
+    marker, so the padding must come from the template itself. llama-mtmd-cli and llama-cpp-python
+    use `<__media__>`; llama-server a random `<__media_XXXX__>` per process (unless
+    LLAMA_MEDIA_MARKER pins it), so the template pads both by their common start and end. (User
+    text containing "__>" would be padded too: a price paid for serving every front end.)"""
+    pad = GEMMA3_IMAGE_PADDING
+    start, end = MEDIA_MARKER[:-3], MEDIA_MARKER[-3:]  # "<__media_", "__>"
+    padding = f" | replace({start!r}, {pad + start!r}) | replace({end!r}, {end + pad!r})"
     out = template
     for trimmed in ("item['text'] | trim", "message['content'] | trim"):
-        out = out.replace(
-            "{{ " + trimmed + " }}",
-            "{{ (" + trimmed + ") | replace(" + repr(MEDIA_MARKER) + ", " + repr(padded) + ") }}",
-        )
+        out = out.replace("{{ " + trimmed + " }}", "{{ (" + trimmed + ")" + padding + " }}")
     return out
 
 

@@ -6,7 +6,8 @@ every tool in this field report, so every export ends with this check:
   llama.cpp must tokenize it into the same ids as the HF tokenizer;
 - the exported model (each quantisation, with its mmproj, through the llama.cpp engine, i.e. the
   GGUF's template) answers the bench examples greedily, and its answers are compared with the
-  merged transformers model's: exact agreement and the task metric.
+  merged transformers model's: exact agreement and the task metric;
+- the f16 GGUF also answers through the real llama-server, started as the export README says.
 The table is printed and written to parity.json (the model card shows it).
 """
 
@@ -113,6 +114,24 @@ def _task_metric(rows, answers) -> float:
     return sum(primary_score(r.get("task") or "vqa", a, r["answer"]) for r, a in zip(rows, answers)) / len(rows)
 
 
+def training_example(messages: list[dict], answer: str) -> dict:
+    """One parity example's system prompt (None: the chat template's default) and user text, for the
+    printed llama.cpp commands, with the merged model's answer to it."""
+    system = next((m["content"][0]["text"] for m in messages if m["role"] == "system"), None)
+    user = next(m for m in messages if m["role"] == "user")
+    text = "".join(c["text"] for c in user["content"] if c["type"] == "text")
+    return {"system": system, "user_text": text, "answer": answer}
+
+
+def _example(ref: _Reference, answers_of: dict, out_dir: Path) -> dict:
+    """The first parity example for the printed commands: its image saved as out_dir/scan.png (the
+    pixels the check sent), its prompt, and the answers of the merged model and of each GGUF."""
+    ref.prepared.images[0][0].save(out_dir / "scan.png")
+    example = training_example(ref.prepared.messages[0], ref.answers[0])
+    gguf_answers = {q: a[0].strip() for q, a in answers_of.items()}
+    return {**example, "image": "scan.png", "gguf_answers": gguf_answers, "prompt": ref.prepared.prompts[0]}
+
+
 def _reference(recipe, merged: Path, base, n_parity: int) -> _Reference:
     from medzoo.data.sources import first_rows
     from medzoo.engines.base import requests_from
@@ -179,6 +198,9 @@ def parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int,
     if f16["near_ties"]:
         log(f"export: f16: {len(f16['near_ties'])} differing answers are near ties of the merged model "
             f"(its lead < {NEAR_TIE_LOGITS} logits)")  # fmt: skip
+    log_file = merged.parent / "llama-server.log"
+    server = _server_parity(files["f16"], mmproj, budget, ref, recipe.bench.max_new_tokens, f16["near_ties"], log_file)
+    log(f"export: f16 through llama-server: {server['agreement']:.1%} of answers equal the merged HF model's")
     template_ok, token_mismatch = _template_checks(files["f16"], base.processor, ref.prepared)
     return {
         "examples": len(ref.rows),
@@ -193,9 +215,36 @@ def parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int,
         "tokenization_matches_training": token_mismatch is None,
         "tokenization_mismatch": token_mismatch,
         "quantizations": table,
+        "server": server,
         "image_tokens": list(budget) if budget else None,
+        "example": _example(ref, answers_of, files["f16"].parent),
         "leave_output_tensor": leave_output_tensor,
         "f16_min_agreement": F16_MIN_AGREEMENT,
+    }
+
+
+def _server_parity(gguf: Path, mmproj: Path, budget, ref: _Reference, max_new_tokens: int, near_ties, log_file) -> dict:
+    """The f16 GGUF through the real llama-server, started with the command the export README prints
+    and asked through its OpenAI API (images as PNG data URIs), i.e. as users deploy it."""
+    from medzoo.engines.openai_engine import OpenAIEngine
+    from medzoo.export.commands import llama_binary, llama_server_argv
+    from medzoo.serve import Server, free_port, running
+
+    port = free_port()
+    exe = llama_binary("llama-server")
+    argv = llama_server_argv(str(gguf), str(mmproj), budget, exe=exe, alias="tuned", host="127.0.0.1", port=port)
+    server = Server(argv, {}, f"http://127.0.0.1:{port}/v1", {"tuned": "tuned"})
+    with running(server, log_file, timeout=300):
+        answers = OpenAIEngine(server.base_url, {"base": "tuned"}, concurrency=4).generate(ref.requests, max_new_tokens)
+    answers = [a.strip() for a in answers]
+    differing = [ref.rows[i]["id"] for i, (a, r) in enumerate(zip(answers, ref.answers)) if a != r]
+    agree = 1 - len(differing) / len(ref.rows)
+    return {
+        "engine": "llama-server (OpenAI API) of the f16 GGUF, " + LLAMA_CPP_PYTHON + "'s llama.cpp",
+        "agreement": agree,
+        "agreement_beyond_near_ties": agree + sum(i in near_ties for i in differing) / len(ref.rows),
+        "metric": _task_metric(ref.rows, answers),
+        "examples_differing": differing[:10],
     }
 
 
@@ -231,6 +280,12 @@ def raise_on_failed_parity(parity: dict, parity_file: Path) -> None:
         raise ExportError(
             f"f16 GGUF agrees with the merged model on only {f16['agreement']:.1%} of {parity['examples']} answers "
             f"({len(f16['near_ties'])} near ties; < {F16_MIN_AGREEMENT:.0%}); see {parity_file}"
+        )
+    server = parity.get("server")
+    if server and server["agreement_beyond_near_ties"] < F16_MIN_AGREEMENT:
+        raise ExportError(
+            f"the f16 GGUF through llama-server agrees with the merged model on only {server['agreement']:.1%} of "
+            f"{parity['examples']} answers (< {F16_MIN_AGREEMENT:.0%}); see {parity_file}"
         )
     if parity["chat_template_matches_training"] is False:
         raise ExportError(f"the GGUF's chat template renders a different prompt than training; see {parity_file}")

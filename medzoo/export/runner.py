@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medzoo.export.commands import run_snippet
 from medzoo.export.convert import checked_quants, convert_all
-from medzoo.export.ollama import default_system, modelfile, run_snippet
+from medzoo.export.ollama import default_system, modelfile, ollama_differences
 from medzoo.export.parity import parity as check_parity
 from medzoo.export.parity import raise_on_failed_parity
 
@@ -69,11 +70,19 @@ def _write_export(recipe, out_dir: Path, quants: list[str], n_parity: int, leave
     log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
     parity = check_parity(recipe, merged, base, files, mmproj, n_parity, leave_output_tensor, log)
 
-    write_json(out_dir / "parity.json", parity)
     ps = prompt_settings(recipe)
     system = ps.static if parity["prompt_mode"] != "none" else default_system(base.processor)
-    default_quant = "q8_0" if "q8_0" in files else "f16"
-    write_text(out_dir / "Modelfile", modelfile(base.family, files[default_quant].name, mmproj.name, system))
     budget = parity["image_tokens"]
-    write_text(out_dir / "README.md", run_snippet(recipe.name, files, mmproj, default_quant, budget))
+    example = parity["example"]
+    parity["ollama"] = ollama_differences(base.family, example["prompt"], system, example["user_text"], budget)
+    for warning in parity["ollama"]:
+        log(f"export: Ollama: warning: {warning}")
+    write_json(out_dir / "parity.json", parity)
+    default_quant = "q8_0" if "q8_0" in files else "f16"
+    model_file = modelfile(base.family, files[default_quant].name, mmproj.name, system, parity["ollama"])
+    write_text(out_dir / "Modelfile", model_file)
+    readme = run_snippet(
+        recipe.name, files, mmproj, default_quant, budget, parity.get("example"), recipe.bench.max_new_tokens
+    )
+    write_text(out_dir / "README.md", readme)
     return parity

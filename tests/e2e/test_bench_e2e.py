@@ -243,3 +243,43 @@ def test_bench_with_no_usable_example_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: bench: split 'test' has no usable example (2 row(s) dropped (unreadable_image: 2))"
     )
+
+
+@pytest.mark.slow
+def test_served_model_answers_as_bench_does_in_process(trained, vllm_run, tmp_path):
+    """`medzoo serve` (vLLM's own server, as shipped) + `bench --engine openai` == `bench --engine vllm`."""
+    from medzoo.serve import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(MEDZOO), "serve", "phantom-tiny", "--set", f"run_dir={trained}", "--port", str(port)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 400
+        while "serving base, tuned at" not in (tmp_path / "serve.log").read_text() and time.time() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(2)
+        printed = (tmp_path / "serve.log").read_text()
+        assert f"serving base, tuned at {url}" in printed and "--max-lora-rank 16" in printed
+        assert f"medzoo bench phantom-tiny --engine openai --base-url {url}" in printed
+        served = run_medzoo(
+            "bench", "phantom-tiny", "--set", f"run_dir={trained}", "--limit", "10",
+            "--engine", "openai", "--base-url", url,
+        )  # fmt: skip
+        assert "adapters as served" in served.stdout
+        s, v = _records(trained / "bench" / "test-openai"), _records(vllm_run[1])
+        assert s.keys() == v.keys() and len(s) == 60
+        mismatches = [k for k in v if s[k]["prediction"] != v[k]["prediction"]]
+        assert not mismatches, [(k, s[k]["prediction"], v[k]["prediction"]) for k in mismatches[:5]]
+        summary = json.loads((trained / "bench" / "test-openai" / "summary.json").read_text())
+        assert summary["engine"] == "openai" and summary["lora_mode"] == "served"
+    finally:
+        server.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = server.wait(90)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]

@@ -2,9 +2,15 @@
 against the merged transformers model, for the Qwen2.5-VL and Gemma 3 families."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_medzoo
+
+from medzoo.serve import Server, free_port, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +60,36 @@ def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
     assert f"FROM ./{recipe}-q8_0.gguf" in modelfile and f"FROM ./{mmproj.name}" in modelfile
     assert "| f16 |" in proc.stdout and "renders the training prompt: True" in proc.stdout
     assert "-nr" in (out / "README.md").read_text()
+    server = parity["server"]  # the f16 GGUF through the real llama-server, as deployed
+    assert server["agreement_beyond_near_ties"] >= 0.98 and server["agreement"] >= 0.8, server
+    _printed_llama_cpp_commands_answer_as_parity_did(out, parity)
+
+
+def _printed_llama_cpp_commands_answer_as_parity_did(out: Path, parity: dict) -> None:
+    """The export README's llama-mtmd-cli line, and its llama-server line with its curl request, run
+    as printed (a free port instead of 8080) give the answer the parity check got in-process from
+    the same GGUF on the same example: the printed flags reproduce the training prompt."""
+    block = (out / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line and not line.startswith("#")]
+    cli, server, curl = (next(x for x in lines if x.startswith(p)) for p in ("llama-mtmd-cli", "llama-server", "curl"))
+    expected = parity["example"]["gguf_answers"]["q8_0"]  # the README runs the q8_0 GGUF
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    proc = subprocess.run(["bash", "-c", cli], cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == expected, (proc.stdout, proc.stderr[-2000:])
+
+    port = free_port()
+    argv = ["bash", "-c", "exec " + server.removesuffix(" &").replace("--port 8080", f"--port {port}")]
+    srv = subprocess.Popen(argv, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(Server(argv, {}, f"http://127.0.0.1:{port}/v1"), srv, timeout=120)
+        reply = subprocess.run(
+            ["bash", "-c", curl.replace(":8080/", f":{port}/")], cwd=out, env=env, capture_output=True, text=True
+        )
+        assert json.loads(reply.stdout)["choices"][0]["message"]["content"].strip() == expected, reply.stdout
+    finally:
+        stop(srv)
 
 
 @pytest.mark.slow

@@ -15,10 +15,34 @@ def test_modelfile_keeps_vision_and_the_training_template():
         "a separate mmproj must stay in the Modelfile or Ollama loses vision"
     )
     assert 'PARAMETER stop "<|im_end|>"' in qwen and "PARAMETER temperature 0" in qwen
+    assert "REQUIRES 0.30.0" in qwen and "OLLAMA_GO_TEMPLATE=0" in qwen
     assert "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n" in qwen
     assert 'SYSTEM """You are a helpful assistant."""' in qwen
     gemma = modelfile(get_family("gemma3"), "g.gguf", "mmproj-g.gguf", None)
     assert 'PARAMETER stop "<end_of_turn>"' in gemma and "<start_of_turn>model\n" in gemma and "SYSTEM" not in gemma
+
+
+@pytest.mark.parametrize("zoo_model", ["tiny-qwen2.5-vl", "tiny-gemma3"])
+def test_ollama_check_renders_the_modelfile_template_as_ollama_does(zoo_model):
+    """Ollama puts the image as a bare tag before the text: that matches training for Qwen (llama.cpp
+    adds the vision start/end tokens itself) and misses Gemma 3's blank lines around the image, and
+    Ollama's 1024-token image floor for Qwen differs from the tiny model's 16-token training."""
+    from medzoo.export.ollama import default_system, ollama_differences
+    from medzoo.models.loading import family_of, load_processor
+    from medzoo.prompts import render
+    from medzoo.zoo import build
+
+    path = str(build(zoo_model))
+    processor, family = load_processor(path), family_of(path)
+    text = "What is the size of the polyp?"
+    prompt = render(processor, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}])
+    found = ollama_differences(family, prompt, default_system(processor), text, (4, 16))
+    if family.name == "gemma3":
+        assert len(found) == 1 and "OLLAMA_GO_TEMPLATE=0" in found[0] and "'\\n\\n" in found[0], found
+    else:
+        assert len(found) == 1 and "--image-min-tokens 1024" in found[0] and "4-16 image tokens" in found[0], found
+        assert ollama_differences(family, prompt, default_system(processor), text, (256, 1280)) == []
+        assert ollama_differences(family, prompt, "another system prompt", text, None), "a system prompt change shows"
 
 
 def test_gemma3_gguf_template_pads_images_like_the_hf_processor():
@@ -41,6 +65,9 @@ def test_gemma3_gguf_template_pads_images_like_the_hf_processor():
         render_with_template(gguf_template, served, bos_token="<bos>")
         == "<bos><start_of_turn>user\n\n\n<__media__>\n\nIs there a polyp?<end_of_turn>\n<start_of_turn>model\n"
     )
+    # llama-server's marker is random per process and comes with the text as one string
+    server = [{"role": "user", "content": "<__media_x7Q2__>Is there a polyp?"}]
+    assert render_with_template(gguf_template, server).startswith("<start_of_turn>user\n\n\n<__media_x7Q2__>\n\nIs")
     # the training rendering (image items) is untouched
     trained = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a polyp?"}]}]
     assert render_with_template(gguf_template, trained) == render_with_template(template, trained)
