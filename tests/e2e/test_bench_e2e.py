@@ -280,6 +280,6 @@ def test_served_model_answers_as_bench_does_in_process(trained, vllm_run, tmp_pa
         assert summary["engine"] == "openai" and summary["lora_mode"] == "served"
     finally:
         server.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        code = server.wait(90)
+        code = server.wait(180)  # vLLM's graceful shutdown, slower while the other test worker trains
         log.close()
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
