@@ -93,8 +93,6 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
 def llama_cpp_server(recipe, host: str = "127.0.0.1", port: int = 8080, quant: str | None = None) -> Server:
     """`llama-server` on the recipe's GGUF export (`medzoo export --gguf`), with the flags the
     export README prints (medzoo.export.commands), serving the merged model as "tuned"."""
-    from medzoo.export.commands import llama_binary, llama_server_argv
-
     export = recipe.run_path() / "export"
     parity_file = export / "parity.json"
     if not parity_file.exists():
@@ -104,10 +102,15 @@ def llama_cpp_server(recipe, host: str = "127.0.0.1", port: int = 8080, quant: s
     quant = quant or ("q8_0" if "q8_0" in files else "f16")
     if quant not in files:
         raise InvalidValue(f"--quant {quant}: the export in {export} has {', '.join(files)}")
-    argv = llama_server_argv(
-        str(export / files[quant]), str(export / parity["mmproj"]), parity.get("image_tokens"),
-        exe=llama_binary("llama-server"), alias="tuned", host=host, port=port,
-    )  # fmt: skip
+    return llama_server(export / files[quant], export / parity["mmproj"], parity.get("image_tokens"), host, port)
+
+
+def llama_server(model: Path, mmproj: Path, budget, host: str, port: int) -> Server:
+    """`llama-server` for a GGUF + mmproj as the export README prints it, the model served as "tuned"."""
+    from medzoo.export.commands import llama_binary, llama_server_argv
+
+    exe = llama_binary("llama-server")
+    argv = llama_server_argv(str(model), str(mmproj), budget, exe=exe, alias="tuned", host=host, port=port)
     return Server(argv, {}, f"http://{host}:{port}/v1", {"tuned": "tuned"})
 
 
@@ -151,17 +154,13 @@ def running(server: Server, log: Path | None = None, timeout: float = 600):
 
 def run(server: Server, on_ready=None) -> int:
     """Start the server, call `on_ready()` once it answers, and serve until it exits or Ctrl-C stops it."""
-    proc = subprocess.Popen(server.argv, env={**os.environ, **server.env})
     try:
-        wait_until_ready(server, proc)
-        if on_ready:
-            on_ready()
-        return proc.wait()
+        with running(server) as proc:  # stopped on the way out, Ctrl-C included
+            if on_ready:
+                on_ready()
+            return proc.wait()
     except KeyboardInterrupt:
-        return stop(proc)
-    except BaseException:
-        stop(proc)
-        raise
+        return 0
 
 
 def stop(proc: subprocess.Popen, grace: float = 30) -> int:

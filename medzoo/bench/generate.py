@@ -92,8 +92,8 @@ def generate_openai(ctx, pending, models, chunk_size, bar, on_chunk, timing):
     labels = [m.label for m in models]
     engine = OpenAIEngine.connect(server["base_url"], labels, server.get("model"), server.get("api_key"), ctx["stops"])
     timing["engine_start_s"] = timing.get("engine_start_s", 0.0) + time.perf_counter() - t
-    labels = {m.label for m in models if m.adapter}
-    _run_chunks(engine, pending, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"], labels)
+    adapter_labels = {m.label for m in models if m.adapter}
+    _run_chunks(engine, pending, chunk_size, bar, on_chunk, timing, ctx["max_new_tokens"], adapter_labels)
 
 
 def merge_for_vllm(recipe, models, log) -> dict[str, str]:

@@ -102,30 +102,9 @@ def load_gguf(model: Path, mmproj: Path, budget: tuple[int, int] | None = None, 
         )
 
 
-def _image_url(image) -> str:
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def openai_messages(messages: list[dict], images: list) -> list[dict]:
-    """medzoo chat messages -> OpenAI-style messages with data-URI images (what llama-server takes)."""
-    out, it = [], iter(images)
-    for m in messages:
-        content = []
-        for part in m["content"]:
-            if part["type"] == "image":
-                content.append({"type": "image_url", "image_url": {"url": _image_url(next(it))}})
-            else:
-                content.append({"type": "text", "text": part["text"]})
-        out.append({"role": m["role"], "content": content})
-    return out
-
-
 def gguf_answer(llm, messages: list[dict], images: list, max_new_tokens: int) -> str:
+    from medzoo.engines.openai_engine import openai_messages  # the format llama-server takes as well
+
     out = llm.create_chat_completion(
         messages=openai_messages(messages, images), temperature=0.0, top_k=1, max_tokens=max_new_tokens, seed=0
     )
