@@ -14,7 +14,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 TARGET=${MEDZOO_TARGET:-$(command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)}
 STAMP="$VENV/.medzoo-installed"
-want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh tools/build_llama_cpp.sh | sha256sum | cut -d' ' -f1)-$TARGET
+want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh tools/build_llama_cpp.sh tools/llama_cpp_patches/*.patch | sha256sum | cut -d' ' -f1)-$TARGET
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/medzoo" ]; then
   exit 0

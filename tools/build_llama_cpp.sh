@@ -9,12 +9,14 @@
 #
 # Writes VENV/llama.cpp/{src,build} and links llama-server / llama-mtmd-cli into VENV/bin. The
 # binding itself is installed without its own compile (CMAKE_ARGS=-DLLAMA_BUILD=OFF, see
-# tools/bootstrap.sh). A no-op when the build for this VERSION is complete.
+# tools/bootstrap.sh). The source gets tools/llama_cpp_patches/*.patch first (each says why). A
+# no-op when the build for this VERSION and these patches is complete.
 set -euo pipefail
 VENV=$1
 VERSION=$2
 ROOT="$VENV/llama.cpp"
-STAMP="$ROOT/.built-$VERSION"
+PATCHES=("$(cd "$(dirname "$0")" && pwd)"/llama_cpp_patches/*.patch)
+STAMP="$ROOT/.built-$VERSION-$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)"
 TARGETS=(llama-server llama-mtmd-cli)
 PY="$VENV/bin/python"
 LIBDIR=$("$PY" -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llama_cpp').origin).parent / 'lib')")
@@ -29,6 +31,7 @@ if [ ! -f "$STAMP" ]; then
   "$PY" -m pip download -q --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$tmp"
   tar -xzf "$tmp"/llama_cpp_python-"$VERSION".tar.gz -C "$tmp"
   mv "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$ROOT/src"
+  for p in "${PATCHES[@]}"; do patch -d "$ROOT/src" -p1 --forward --quiet <"$p"; done
   # Shared libraries with $ORIGIN run paths: the binaries and the binding's copies each find their
   # neighbours. No curl/OpenSSL (nothing is downloaded at run time), no web UI assets (they would
   # be fetched from a hub), Release as llama-cpp-python builds it.
