@@ -27,6 +27,16 @@ def read_adapter_config(adapter_dir) -> dict:
     return config
 
 
+def vision_lora_keys(adapter_dir, family) -> list[str]:
+    """The adapter's LoRA weight names on the vision tower or projector (trained with `train_vision`)."""
+    from safetensors import safe_open
+
+    # vision_prefixes are module paths like "model.visual"; adapter keys carry "base_model.model." first.
+    names = [p.split(".")[-1] for p in family.vision_prefixes]
+    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), "pt") as f:
+        return [k for k in f.keys() if any(f".{n}." in f".{k}" for n in names)]
+
+
 def linear_module_names(model, prefixes: tuple[str, ...], leaves: list[str] | None = None) -> list[str]:
     """Full names of the linear layers under the given module prefixes (optionally only these leaves).
 

@@ -40,31 +40,28 @@ def adapter_digest(adapter_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def adapter_vllm_blocker(adapter_dir: str | Path, family) -> str | None:
-    """Why vLLM cannot serve this adapter as a LoRARequest (None if it can).
+def adapter_vllm_blocker(adapter_dir: str | Path, family, model_path: str) -> str | None:
+    """Why vLLM cannot serve this adapter as a LoRARequest on `model_path` (None if it can).
 
-    vLLM applies LoRA to the language model's linear layers only: weights on the vision tower or
-    projector, or `modules_to_save` copies, would be silently ignored, so such adapters are merged.
+    vLLM's LoRA covers the language model's linear layers, and the vision tower and projector
+    where the model class says `supports_tower_connector_lora` (vLLM 0.32: Gemma 3 and the three
+    Qwen-VL families; medzoo.engines.vllm_engine.lora_settings turns it on). `modules_to_save`
+    copies, or tower weights on a vLLM without that support, would be silently ignored, so such
+    adapters are merged.
     """
-    from safetensors import safe_open
-
-    adapter_dir = Path(adapter_dir)
-    from medzoo.adapters import read_adapter_config
+    from medzoo.adapters import read_adapter_config, vision_lora_keys
 
     cfg = read_adapter_config(adapter_dir)
     if cfg.get("modules_to_save"):
         return f"it has modules_to_save ({', '.join(cfg['modules_to_save'])}), which vLLM LoRA does not load"
-    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    vision = [k for k in keys if any(f".{n}." in f".{k}" for n in _vision_names(family))]
+    vision = vision_lora_keys(adapter_dir, family)
     if vision:
-        return f"it has LoRA weights on the vision tower/projector (e.g. {vision[0]}), which vLLM ignores"
+        from medzoo.engines.vllm_engine import serves_tower_lora
+
+        served, why = serves_tower_lora(model_path)
+        if not served:
+            return f"it has LoRA weights on the vision tower/projector (e.g. {vision[0]}), and {why}"
     return None
-
-
-def _vision_names(family) -> list[str]:
-    # vision_prefixes are module paths like "model.visual"; adapter keys carry "base_model.model." first.
-    return [p.split(".")[-1] for p in family.vision_prefixes]
 
 
 def verification_inputs(processor, prepared, n: int = 4) -> list[dict]:

@@ -7,7 +7,9 @@ same medzoo.engines.vllm_engine.engine_kwargs:
 
 - the base model and the recipe's adapter as a LoRA module named "tuned" (`--lora-modules`),
   `--max-lora-rank` from the adapter (vLLM's default 16 refuses r=32) and one LoRA slot more than
-  adapters (vLLM's CPU ops read the last slot for requests without an adapter);
+  adapters (vLLM's CPU ops read the last slot for requests without an adapter), and
+  `--enable-tower-connector-lora` when the adapter has vision tower/projector weights
+  (medzoo.engines.vllm_engine.lora_settings, as bench);
 - `--mm-processor-kwargs` with the recipe's image budget, so images are resized as in training;
 - the model's chat template file, and `--generation-config vllm` so no sampling default from the
   model's generation_config.json (e.g. a repetition penalty) changes greedy answers.
@@ -62,9 +64,9 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
     """The `vllm serve` command for a recipe's base model and its adapter (if trained or given).
 
     `base`: the recipe's medzoo.models.loading.RecipeBase, if the caller has it loaded already."""
-    from medzoo.adapters import read_adapter_config
     from medzoo.engines.vllm_cli import vllm_command
-    from medzoo.engines.vllm_engine import VLLMSettings, cpu_environment, engine_kwargs, has_cuda
+    from medzoo.engines.vllm_engine import cpu_environment, engine_kwargs, has_cuda, lora_settings
+    from medzoo.merge import adapter_vllm_blocker
     from medzoo.models.loading import recipe_base
     from medzoo.run import RunDir
 
@@ -73,8 +75,13 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
     adapters = {"tuned": adapter_path} if (adapter_path / "adapter_config.json").exists() else {}
     if adapter and not adapters:
         raise MissingState(f"--adapter {adapter}: not a peft adapter folder (no adapter_config.json)")
-    ranks = [int(read_adapter_config(p)["r"]) for p in adapters.values()]
-    settings = VLLMSettings(enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1)
+    for path in adapters.values():
+        if reason := adapter_vllm_blocker(path, base.family, base.path):
+            raise InvalidValue(
+                f"{path}: vLLM cannot serve this adapter as LoRA: {reason}; "
+                f"serve a merged copy instead (`medzoo merge {recipe.name}`, then `vllm serve` its folder)"
+            )
+    settings = lora_settings(adapters, base.family)
     on_cuda = has_cuda()
     kwargs = engine_kwargs(base.path, settings, 1, base.image_settings, on_cuda=on_cuda)
     model = kwargs.pop("model")

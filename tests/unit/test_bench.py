@@ -93,7 +93,16 @@ def test_summary_tables_csv_and_plot(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["configs"][1]["config"] == "tuned/none"
 
 
+def _base_config(folder: Path, model_type: str, arch: str) -> str:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": [arch]}))
+    return str(folder)
+
+
 def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
+    """LoRA on the language model, and on the vision tower where vLLM's model class serves it
+    (Qwen2.5-VL in vLLM 0.32), go to one engine; modules_to_save, tower LoRA on a family vLLM gives
+    no tower LoRA, or an architecture vLLM does not know, get a merged copy and a reason."""
     import torch
     from safetensors.torch import save_file
 
@@ -102,6 +111,7 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
     from medzoo.models.registry import get_family
 
     qwen = get_family("qwen2_5_vl")
+    qwen_base = _base_config(tmp_path / "qwen", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
     lm = tmp_path / "lm"
     lm.mkdir()
     (lm / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": None}))
@@ -109,7 +119,7 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
         {"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 64)},
         str(lm / "adapter_model.safetensors"),
     )
-    assert adapter_vllm_blocker(lm, qwen) is None
+    assert adapter_vllm_blocker(lm, qwen, qwen_base) is None
     vision = tmp_path / "vision"
     vision.mkdir()
     (vision / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": None}))
@@ -117,9 +127,14 @@ def test_adapters_vllm_cannot_serve_are_detected(tmp_path):
         {"base_model.model.model.visual.blocks.0.attn.qkv.lora_A.weight": torch.zeros(8, 64)},
         str(vision / "adapter_model.safetensors"),
     )
-    assert "vision tower" in adapter_vllm_blocker(vision, qwen)
+    assert adapter_vllm_blocker(vision, qwen, qwen_base) is None, "vLLM 0.32 serves Qwen2.5-VL tower LoRA"
+    onevision = _base_config(tmp_path / "ov", "llava_onevision", "LlavaOnevisionForConditionalGeneration")
+    reason = adapter_vllm_blocker(vision, qwen, onevision)
+    assert "vision tower" in reason and "serves no LoRA on LlavaOnevisionForConditionalGeneration" in reason, reason
+    unknown = _base_config(tmp_path / "unknown", "qwen2_5_vl", "Qwen2_5_VLForSomethingElse")
+    assert "does not know the architecture Qwen2_5_VLForSomethingElse" in adapter_vllm_blocker(vision, qwen, unknown)
     (lm / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "modules_to_save": ["lm_head"]}))
-    assert "modules_to_save" in adapter_vllm_blocker(lm, qwen)
+    assert "modules_to_save" in adapter_vllm_blocker(lm, qwen, qwen_base)
     assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=80 << 20) == "lora"  # tiny model on CPU
     assert choose_lora_mode("auto", {}, on_cuda=False, weight_bytes=8 << 30) == "merged"  # 2B+ on CPU
     assert choose_lora_mode("auto", {}, on_cuda=True, weight_bytes=8 << 30) == "lora"
