@@ -66,14 +66,22 @@ def load_engine(
         _cpu_environment(settings)
     from vllm import LLM
 
-    from medzoo.engines.vllm_patches import grouped_cpu_lora_ops, reuse_passed_tokenizer
+    from medzoo.engines.vllm_patches import (
+        grouped_cpu_lora_ops,
+        lazy_tokenizer_pool,
+        reuse_passed_tokenizer,
+        sharing_tokenizers,
+    )
 
-    if os.environ.get("MEDZOO_VLLM_PATCHES", "1") != "0":  # 0: vLLM exactly as shipped (to compare)
-        reuse_passed_tokenizer()
-        if not has_cuda() and settings.enable_lora:
-            grouped_cpu_lora_ops()
-
-    return LLM(**engine_kwargs(model_path, settings, limit_images, image_settings, on_cuda=has_cuda()))
+    kwargs = engine_kwargs(model_path, settings, limit_images, image_settings, on_cuda=has_cuda())
+    if os.environ.get("MEDZOO_VLLM_PATCHES", "1") == "0":  # vLLM exactly as shipped (to compare)
+        return LLM(**kwargs)
+    reuse_passed_tokenizer()
+    lazy_tokenizer_pool()
+    if not has_cuda() and settings.enable_lora:
+        grouped_cpu_lora_ops()
+    with sharing_tokenizers():
+        return LLM(**kwargs)
 
 
 def engine_kwargs(

@@ -1,10 +1,10 @@
-"""Two costs of vLLM 0.32 that medzoo removes in its own process (vLLM's files are untouched).
+"""Costs of vLLM 0.32 that medzoo removes in its own process (vLLM's files are untouched).
 
-Both are installed by medzoo.engines.vllm_engine.load_engine, are idempotent, and leave things as
+All are installed by medzoo.engines.vllm_engine.load_engine, are idempotent, and leave things as
 they were on versions without the functions they replace. tests/unit/test_vllm_patches.py pins
 their results to the originals; the e2e bench tests pin the answers to transformers + peft.
 
-1. Start-up: processors loaded again and again (`reuse_passed_tokenizer`).
+1. Start-up: processors loaded again and again (`reuse_passed_tokenizer`, `sharing_tokenizers`).
 vLLM 0.32 asks transformers for the model's processor with `tokenizer=<its own tokenizer>` each
 time a part of the engine needs it (the input processor, the encoder budget, the multimodal
 warm-up, LoRA). transformers 5.19's `ProcessorMixin.from_pretrained` does not use that tokenizer:
@@ -13,9 +13,14 @@ from disk again, keeping the passed one as an init argument. vLLM's tokenizer is
 deep copies whose own deep copy rebuilds the pool, so each such fetch of a Qwen processor (151k
 tokens) cost 5-15 s. Measured, tiny Qwen2.5-VL on 2 cores: engine start 33 s -> 11 s with
 `reuse_passed_tokenizer()`, answers unchanged (the processor gets the very tokenizer vLLM uses).
+Two more processors are built with no tokenizer at all (the encoder budget, the chat-template
+lookup); while vLLM builds its engine (`sharing_tokenizers()`) they share one tokenizer per folder.
 
 What the patch does is what the keyword promises: a processor built around the tokenizer the
-caller passed. Calls without `tokenizer=` (medzoo's own processor loads) are not touched.
+caller passed. Calls without `tokenizer=` outside an engine start (medzoo's own processor loads)
+are not touched.
+
+1b. Start-up: the renderer's tokenizer pool (`lazy_tokenizer_pool`): see the function.
 
 2. Generation with LoRA on CPU (`grouped_cpu_lora_ops`).
 vLLM's CPU LoRA ops gather one (rank x hidden) matrix PER TOKEN (`weights[token_indices]`) and
@@ -29,9 +34,12 @@ for them, which is why medzoo keeps one LoRA slot free (medzoo.bench.generate).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 _state = threading.local()
 _installed = False
+_shared: dict = {}  # model folder -> the tokenizer vLLM passed (or had loaded) for it
+_sharing = False  # True while vLLM builds an engine (sharing_tokenizers)
 
 
 def reuse_passed_tokenizer() -> bool:
@@ -52,8 +60,16 @@ def reuse_passed_tokenizer() -> bool:
 
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         tokenizer = kwargs.pop("tokenizer", None)
+        key = str(pretrained_model_name_or_path)
+        if tokenizer is not None:
+            _shared[key] = tokenizer
+        elif _sharing:  # vLLM also builds processors without one (encoder budget, chat-template lookup)
+            tokenizer = _shared.get(key)
         if tokenizer is None:
-            return original_from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs)
+            processor = original_from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs)
+            if _sharing and getattr(processor, "tokenizer", None) is not None:
+                _shared.setdefault(key, processor.tokenizer)
+            return processor
         outer, _state.tokenizer = getattr(_state, "tokenizer", None), tokenizer
         try:
             return original_from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs)
@@ -69,6 +85,49 @@ def reuse_passed_tokenizer() -> bool:
     ProcessorMixin.from_pretrained = classmethod(from_pretrained)
     ProcessorMixin._load_tokenizer_from_pretrained = classmethod(_load_tokenizer_from_pretrained)
     _installed = True
+    return True
+
+
+@contextmanager
+def sharing_tokenizers():
+    """While vLLM builds an engine, processors it loads without a tokenizer reuse the one it passed
+    (or had loaded) for the same folder instead of reading it from disk again. medzoo's own loads,
+    outside this block, are untouched."""
+    global _sharing
+    outer, _sharing = _sharing, True
+    try:
+        yield
+    finally:
+        _sharing = outer
+
+
+def lazy_tokenizer_pool() -> bool:
+    """Start vLLM's renderer tokenizer pool empty instead of with deep copies (idempotent).
+
+    vLLM 0.32's renderer deep-copies its tokenizer `renderer_num_workers + 1` times at start-up: a
+    pool so that concurrent async requests each tokenize on their own copy. A Qwen tokenizer's deep
+    copy walks its 151k-entry vocabularies in Python (2.4M `deepcopy` calls each). medzoo's
+    in-process engine renders from one thread at a time, and vLLM's own borrow makes a copy when
+    the pool is empty, so starting it empty keeps every borrower on its own copy and makes one copy,
+    when first needed. Returns False, changing nothing, where the function is not the 0.32 one.
+    """
+    import inspect
+
+    try:
+        from vllm.renderers import hf as renderer_hf
+    except ImportError:
+        return False
+    original = getattr(renderer_hf, "maybe_make_thread_pool", None)
+    if getattr(original, "_medzoo_lazy", False):
+        return True
+    if original is None or list(inspect.signature(original).parameters) != ["tokenizer", "copies"]:
+        return False
+
+    def maybe_make_thread_pool(tokenizer, copies=1):
+        return original(tokenizer, 0)
+
+    maybe_make_thread_pool._medzoo_lazy = True
+    renderer_hf.maybe_make_thread_pool = maybe_make_thread_pool
     return True
 
 

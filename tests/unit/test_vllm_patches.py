@@ -84,3 +84,62 @@ def test_processor_is_built_around_the_tokenizer_the_caller_passes(monkeypatch):
     assert plain.tokenizer is not tokenizer and len(loads) == 1
     text = "<|vision_start|><|image_pad|><|vision_end|>How many polyps?"
     assert processor.tokenizer(text)["input_ids"] == plain.tokenizer(text)["input_ids"]
+
+
+def test_while_vllm_builds_an_engine_processors_without_a_tokenizer_share_one(monkeypatch):
+    """Inside sharing_tokenizers() (vLLM's engine start) a processor loaded without `tokenizer=`
+    reuses the one loaded or passed earlier for the same folder: one disk load, not one per
+    processor. Outside it, medzoo's own loads read the folder as before."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from medzoo.models.loading import recipe_base
+    from medzoo.recipe import load_recipe
+
+    path = recipe_base(load_recipe("phantom-tiny")).path
+    assert vllm_patches.reuse_passed_tokenizer()
+    loads = []
+    real = AutoTokenizer.from_pretrained.__func__
+    monkeypatch.setattr(
+        AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(a) or real(cls, *a, **k))
+    )
+    monkeypatch.setattr(vllm_patches, "_shared", {})
+    with vllm_patches.sharing_tokenizers():
+        first = AutoProcessor.from_pretrained(path)
+        second = AutoProcessor.from_pretrained(path)
+    assert second.tokenizer is first.tokenizer and len(loads) == 1
+    outside = AutoProcessor.from_pretrained(path)
+    assert outside.tokenizer is not first.tokenizer and len(loads) == 2
+
+
+def test_tokenizer_pool_starts_empty_and_still_gives_each_borrower_a_copy():
+    """lazy_tokenizer_pool: no deep copy when vLLM's renderer wraps its tokenizer; the first use
+    makes one, and the pooled tokenizer answers as the plain one does."""
+    import copy
+
+    from transformers import AutoTokenizer
+    from vllm.renderers import hf as renderer_hf
+
+    from medzoo.models.loading import recipe_base
+    from medzoo.recipe import load_recipe
+
+    path = recipe_base(load_recipe("phantom-tiny")).path
+    plain = AutoTokenizer.from_pretrained(path)
+    assert vllm_patches.lazy_tokenizer_pool() and vllm_patches.lazy_tokenizer_pool()  # idempotent
+    copies = []
+    real_deepcopy = copy.deepcopy
+
+    def counting_deepcopy(x, memo=None):
+        if memo is None and isinstance(x, type(plain)):
+            copies.append(type(x).__name__)
+        return real_deepcopy(x, memo)
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    copy.deepcopy = counting_deepcopy
+    try:
+        pooled = renderer_hf.maybe_make_thread_pool(tokenizer, 2)
+        assert copies == []
+        text = "How many polyps are visible?"
+        assert pooled.encode(text) == plain.encode(text) and len(copies) == 1
+        assert pooled.decode(plain.encode(text)) == plain.decode(plain.encode(text)) and len(copies) == 1
+    finally:
+        copy.deepcopy = real_deepcopy
