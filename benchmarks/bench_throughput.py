@@ -130,6 +130,22 @@ def startup_profile(data_sets: list[str]) -> None:
 
     timed(transformers.AutoTokenizer, "from_pretrained", "tokenizer")
     timed(processing_utils.ProcessorMixin, "from_pretrained", "processor")
+    import copy
+
+    deepcopy = copy.deepcopy
+    parts.update(tokenizer_copies=0, tokenizer_copy_s=0.0)
+
+    def counted_deepcopy(x, memo=None, _nil=[]):  # noqa: B006 (copy.deepcopy's own signature)
+        if memo is not None or not isinstance(x, transformers.PreTrainedTokenizerBase):
+            return deepcopy(x, memo)
+        t = time.perf_counter()
+        try:
+            return deepcopy(x, memo)
+        finally:  # vLLM's renderer pool: a deep copy of the tokenizer per worker
+            parts["tokenizer_copies"] += 1
+            parts["tokenizer_copy_s"] += time.perf_counter() - t
+
+    copy.deepcopy = counted_deepcopy
     t = time.perf_counter()
     import vllm  # noqa: F401
     from vllm.renderers import base as renderers
@@ -266,12 +282,16 @@ def crossover(by_size: dict[int, dict]) -> float | None:
 
 def print_startup(profiles: dict) -> None:
     print("\nvLLM engine start, tiny Qwen2.5-VL with LoRA enabled (own process each):")
-    print("\n| vLLM | import s | engine init s | tokenizer loads (s) | processor loads (s) | mm warm-up s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| vLLM | import s | engine init s | tokenizer loads (s) | processor loads (s) | tokenizer deep copies (s) "
+        "| mm warm-up s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for label, p in profiles.items():
         print(
             f"| {label} | {p['vllm_import_s']:.1f} | {p['engine_init_s']:.1f} | {p['tokenizer_loads']} "
-            f"({p['tokenizer_s']:.1f}) | {p['processor_loads']} ({p['processor_s']:.1f}) | {p.get('mm_warmup_s', 0):.1f} |"
+            f"({p['tokenizer_s']:.1f}) | {p['processor_loads']} ({p['processor_s']:.1f}) | {p['tokenizer_copies']} "
+            f"({p['tokenizer_copy_s']:.1f}) | {p.get('mm_warmup_s', 0):.1f} |"
         )
 
 

@@ -192,7 +192,25 @@ def _vllm_serve_command(recipe, base_shown: str) -> str:
         del argv[i : i + 2]
     argv[2] = base_shown
     adapter = str(recipe.run_path() / "adapter")
-    return Server(argv, server.env, server.base_url).command_line().replace(adapter, "<downloaded adapter folder>")
+    # replaced before quoting: the placeholder's < > must not reach the shell unquoted (redirections)
+    argv = [a.replace(adapter, "<downloaded adapter folder>") for a in argv]
+    return Server(argv, server.env, server.base_url).command_line()
+
+
+def _vllm_section(recipe, base: str) -> str:
+    from medzoo.errors import InvalidValue
+
+    try:
+        command = _vllm_serve_command(recipe, base)
+    except InvalidValue as e:  # e.g. modules_to_save: vLLM cannot load it as LoRA
+        return str(e).split(": ", 1)[1] + "."
+    return f"""vLLM's OpenAI-compatible server, the adapter as the LoRA module `tuned`, with the flags that
+reproduce training (`medzoo serve {recipe.name}` starts exactly this; `--max-lora-rank` from the
+adapter, one LoRA slot spare, the image budget of training):
+
+```bash
+{command}
+```"""
 
 
 def _usage_section(recipe, repo_id: str, family_name: str | None, parity: dict | None = None) -> str:
@@ -208,13 +226,7 @@ model = PeftModel.from_pretrained(model, "{repo_id}")
 processor = AutoProcessor.from_pretrained("{repo_id}")
 ```
 
-vLLM's OpenAI-compatible server, the adapter as the LoRA module `tuned`, with the flags that
-reproduce training (`medzoo serve {recipe.name}` starts exactly this; `--max-lora-rank` from the
-adapter, one LoRA slot spare, the image budget of training):
-
-```bash
-{_vllm_serve_command(recipe, base)}
-```
+{_vllm_section(recipe, base)}
 
 llama.cpp / Ollama (after `medzoo export {recipe.name} --gguf`):
 

@@ -149,3 +149,29 @@ def test_answer_margin_is_the_models_lead_at_the_first_differing_token(recipe_na
     assert answer_margin(*args, "yes yes", "yes no", stop) == pytest.approx(expected, abs=1e-3)
     assert answer_margin(*args, "yes no", "yes yes", stop) == pytest.approx(-expected, abs=1e-3)
     assert answer_margin(*args, "yes", "yes", stop) == 0.0
+
+
+def test_card_vllm_section_serves_the_adapter_as_lora_or_says_why_not(tmp_path):
+    """The card's vLLM command serves the adapter as LoRA with its rank; an adapter vLLM cannot load
+    as LoRA (modules_to_save) gets the reason and the merge route instead of a command that drops it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from medzoo.card import _vllm_section
+    from medzoo.recipe import load_recipe
+
+    recipe = load_recipe("phantom-tiny", [f"run_dir={tmp_path}"])
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_file(
+        {"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 64)},
+        str(adapter / "adapter_model.safetensors"),
+    )
+    config = {"peft_type": "LORA", "r": 8, "modules_to_save": None}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    text = _vllm_section(recipe, "BASE")
+    assert "vllm serve BASE" in text and "--lora-modules 'tuned=<downloaded adapter folder>'" in text, text
+    assert "--max-lora-rank 8" in text and "--enable-tower-connector-lora" not in text
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "modules_to_save": ["lm_head"]}))
+    text = _vllm_section(recipe, "BASE")
+    assert "```bash" not in text and "modules_to_save (lm_head)" in text and "medzoo merge phantom-tiny" in text
