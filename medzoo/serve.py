@@ -160,7 +160,13 @@ def running(server: Server, log: Path | None = None, timeout: float = 600):
 
 
 def run(server: Server, on_ready=None) -> int:
-    """Start the server, call `on_ready()` once it answers, and serve until it exits or Ctrl-C stops it."""
+    """Start the server, call `on_ready()` once it answers, and serve until it exits, or until Ctrl-C
+    or SIGTERM (`kill`, a container stop) stops it: both stop the server too, none is orphaned."""
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with running(server) as proc:  # stopped on the way out, Ctrl-C included
             if on_ready:
@@ -168,6 +174,8 @@ def run(server: Server, on_ready=None) -> int:
             return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop(proc: subprocess.Popen, grace: float = 30) -> int:

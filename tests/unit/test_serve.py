@@ -202,3 +202,35 @@ def test_llama_cpp_server_runs_the_export_as_its_readme_says(tmp_path, monkeypat
     assert argv[argv.index("--alias") + 1] == "tuned" and server.base_url == "http://127.0.0.1:8099/v1"
     with pytest.raises(InvalidValue, match="--quant q4_k_m: the export in .* has f16, q8_0"):
         serve.llama_cpp_server(recipe, quant="q4_k_m")
+
+
+def test_sigterm_to_medzoo_serve_stops_the_server_it_started(tmp_path):
+    """`kill` or a container stop sends SIGTERM: the server child is stopped with medzoo, not orphaned
+    on its port (found: vLLM kept serving after its `medzoo serve` parent was terminated)."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from medzoo.serve import free_port
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text('{"data": []}')
+    port = free_port()
+    script = (
+        "import sys\nfrom medzoo.serve import Server, run\n"
+        f"argv = [sys.executable, '-m', 'http.server', '{port}', '--bind', '127.0.0.1', '--directory', {str(tmp_path)!r}]\n"
+        f"sys.exit(run(Server(argv, {{}}, 'http://127.0.0.1:{port}/v1'), on_ready=lambda: print('READY', flush=True)))\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert any(line.strip() == "READY" for line in iter(parent.stdout.readline, "")), "the server came up"
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5).close()
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(30) == 0
+        with pytest.raises(OSError):  # nothing listens any more
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+    finally:
+        parent.kill()
