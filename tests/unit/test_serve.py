@@ -14,9 +14,17 @@ from medzoo.engines.openai_engine import OpenAIEngine, openai_messages
 from medzoo.errors import InvalidValue, MissingState
 
 
-def _adapter(folder, r=32):
+def _adapter(folder, r=32, vision=False):
+    """A peft adapter folder: LoRA on a language-model layer, and on the vision tower if asked."""
+    import torch
+    from safetensors.torch import save_file
+
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r, "lora_alpha": 2 * r}))
+    keys = ["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]
+    if vision:
+        keys.append("base_model.model.model.visual.blocks.0.attn.qkv.lora_A.weight")
+    save_file({k: torch.zeros(r, 64) for k in keys}, str(folder / "adapter_model.safetensors"))
     return folder
 
 
@@ -40,6 +48,9 @@ def test_vllm_server_command_reproduces_the_bench_settings(tmp_path):
     assert argv[argv.index("--chat-template") + 1].endswith("chat_template.jinja")
     assert server.base_url == "http://127.0.0.1:8123/v1" and server.models == {"base": "base", "tuned": "tuned"}
     assert server.command_line().startswith("VLLM_CPU_KVCACHE_SPACE=2 ")
+    assert "--enable-tower-connector-lora" not in argv, "only adapters with vision-tower LoRA need it"
+    tower = serve.vllm_server(recipe, adapter=str(_adapter(tmp_path / "tower", r=8, vision=True)))
+    assert "--enable-tower-connector-lora" in tower.argv, "else vLLM drops the tower weights"
     no_adapter = serve.vllm_server(recipe, port=8124)  # nothing trained in run_dir: the base alone
     assert "--enable-lora" not in no_adapter.argv and no_adapter.models == {"base": "base"}
     with pytest.raises(MissingState, match="not a peft adapter folder"):
