@@ -16,8 +16,9 @@ BENCH_ENGINES = ("auto", "vllm", "hf", "openai")  # openai: an OpenAI-compatible
 # LoRA, wall time of `medzoo bench` at 1800 and 6000 generations, fitted as start + per generation:
 # 2026-12-03 run 1: vLLM 26.1 s + 6.9 ms, transformers 11.5 s + 14.7 ms (meet at ~1870);
 # 2026-12-03 run 2 (a slower machine): vLLM 37.5 s + 10.6 ms, transformers 15.6 s + 19.4 ms (~2480).
-# Between the two the engines are within ~10% of each other either way.
-CPU_VLLM_CROSSOVER_GENERATIONS = 2200
+# 2026-12-03 run 3 (run 2's machine; vLLM's start 18.6 -> 12.1 s with the tokenizer-sharing and
+# lazy-pool patches): vLLM 25.2 s + 10.0 ms, transformers 8.5 s + 21.1 ms (~1500).
+CPU_VLLM_CROSSOVER_GENERATIONS = 1500
 
 
 @dataclass(frozen=True)
