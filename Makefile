@@ -4,8 +4,10 @@ PY := $(VENV)/bin/python
 MEDZOO := $(VENV)/bin/medzoo
 # Built zoo models and datasets live here (override to share a cache between checkouts).
 export MEDZOO_HOME ?= $(CURDIR)/.medzoo
-# Nothing is downloaded from a hub at run time: fail fast instead of retrying.
-export HF_HUB_OFFLINE := 1
+# The embedded default needs no hub: fail fast instead of retrying. A default only: a real recipe
+# (`make export RECIPE=medgemma-kvasir-vqa HF_HUB_OFFLINE=0`, or HF_HUB_OFFLINE=0 in the environment)
+# downloads its base model.
+export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 # Two workers on the 2-core CI machine; each test module stays on one worker (module fixtures are

@@ -37,7 +37,7 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     import torch
 
     from medzoo.adapters import attach_adapter, load_base_for_training
-    from medzoo.preprocess import Collator
+    from medzoo.preprocess import Collator, PixelCodec
     from medzoo.train import choose_threads, prepare_split, stages_of, trainer_class, training_args
 
     t_start = time.perf_counter()
@@ -59,7 +59,10 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     model = attach_adapter(base, ctx.family, recipe.adapter, False)
     args = training_args(recipe, stages_of(recipe)[0], Path(out), Path(out) / "logs", False)
     trainer = trainer_class()(
-        model=model, args=args, train_dataset=train_ds, data_collator=Collator(ctx.processor.tokenizer.pad_token_id)
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        data_collator=Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor)),
     )
     t0 = time.perf_counter()
     trainer.train()

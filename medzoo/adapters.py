@@ -80,8 +80,9 @@ def lora_config(model, family, spec):
     )
 
 
-def quantization_config(family):
-    """nf4 + double quantisation + bf16 compute; vision tower, projector and LM head stay full precision."""
+def quantization_config(family, compute_dtype: str = "bfloat16"):
+    """nf4 + double quantisation, computing in train.precision's dtype; vision tower, projector and
+    LM head stay full precision."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -91,7 +92,7 @@ def quantization_config(family):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
         llm_int8_skip_modules=[*family.vision_prefixes, "lm_head"],
     )
 
@@ -107,19 +108,37 @@ def disable_cpu_repacking(model) -> int:
     return n
 
 
-def load_base_for_training(path: str, family, spec, precision: str):
-    """The base model ready for an adapter: full precision for LoRA, 4-bit nf4 for QLoRA."""
+def base_training_kwargs(family, spec, precision: str, on_cuda: bool | None = None) -> dict:
+    """`from_pretrained` arguments for the base under an adapter (medzoo.models.placement's policy).
+
+    LoRA: the weights in train.precision's dtype; the Trainer moves the model to the GPU (and DDP /
+    DeepSpeed place it per rank), so no device_map. QLoRA: nf4 computing in that dtype, loaded
+    straight onto this rank's GPU (bitsandbytes quantises while loading and cannot be moved after;
+    without device_map every torchrun rank would load onto cuda:0). The modules QLoRA keeps in
+    full precision (vision tower, projector, LM head) are float32 on the CPU, the training dtype
+    on a GPU."""
     import torch
+
+    from medzoo.models.placement import cuda_available, local_rank, training_dtype
+
+    on_cuda = cuda_available() if on_cuda is None else on_cuda
+    dtype = training_dtype(precision, on_cuda)
+    if spec.method != "qlora":
+        return {"dtype": getattr(torch, dtype)}
+    kwargs = {"quantization_config": quantization_config(family, dtype), "dtype": torch.float32}
+    if on_cuda:
+        kwargs.update(dtype=getattr(torch, dtype), device_map={"": local_rank()})
+    return kwargs
+
+
+def load_base_for_training(path: str, family, spec, precision: str):
+    """The base model ready for an adapter: train.precision for LoRA, 4-bit nf4 for QLoRA."""
     from transformers import AutoModelForImageTextToText
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = AutoModelForImageTextToText.from_pretrained(path, **base_training_kwargs(family, spec, precision))
     if spec.method == "qlora":
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, quantization_config=quantization_config(family), dtype=torch.float32
-        )
         disable_cpu_repacking(model)
-        return model
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    return model
 
 
 def attach_adapter(model, family, spec, gradient_checkpointing: bool, adapter_path: str | None = None):

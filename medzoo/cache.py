@@ -15,7 +15,9 @@ from pathlib import Path
 
 from medzoo.paths import medzoo_home
 
-FORMAT_VERSION = 2  # bump when preprocessing changes what it writes (2: images through data.images as_rgb + for_model)
+# Bump when preprocessing changes what it writes (2: images through data.images as_rgb + for_model;
+# 3: pixels stored as uint8, medzoo.preprocess.PixelCodec).
+FORMAT_VERSION = 3
 
 
 def cache_key(parts: dict) -> str:

@@ -75,8 +75,20 @@ def verification_inputs(processor, prepared, n: int = 4) -> list[dict]:
 def _logits(model, inputs: list[dict]):
     import torch
 
+    from medzoo.models.placement import to_model
+
     with torch.inference_mode():
-        return [model(**x).logits.float() for x in inputs]
+        return [model(**to_model(x, model)).logits.float() for x in inputs]
+
+
+def merge_tolerance(dtype: str, logits: list) -> float:
+    """The largest |logit| difference merged vs base+adapter that is still rounding.
+
+    float32: 1e-3 (measured ~5e-6). bf16/fp16 round W + BA to 8 / 11 mantissa bits, so the
+    difference grows with the logits themselves: 2% of the largest |logit| (bf16's step is 0.4%)."""
+    if dtype == "float32" or not logits:
+        return 1e-3
+    return 0.02 * max(float(x.abs().max()) for x in logits)
 
 
 def merge(
@@ -85,15 +97,16 @@ def merge(
     out: str | Path,
     processor,
     check_inputs: list[dict] | None = None,
-    tolerance: float = 1e-3,
-    dtype: str = "float32",
+    tolerance: float | None = None,
+    dtype: str | None = None,
     force: bool = False,
     family=None,
     log=print,
 ) -> dict:
     """Merge `adapter_dir` into `base_path` and save to `out`; returns what was checked.
 
-    Reuses `out` when it already holds a merge of the same base and adapter (by digest).
+    Reuses `out` when it already holds a merge of the same base and adapter (by digest). `dtype`:
+    the base's own (its config) unless given; `tolerance`: merge_tolerance's unless given.
     """
     from peft import PeftModel
 
@@ -102,16 +115,18 @@ def merge(
 
     out = Path(out)
     digest = adapter_digest(adapter_dir)
+    dtype = merge_dtype(base_path, dtype)
     info_path = out / MERGE_INFO
     if info_path.exists() and not force:
         info = json.loads(info_path.read_text())
-        if info.get("adapter_digest") == digest and info.get("base") == str(base_path):
-            log(f"merge: reusing {out} (same base and adapter)")
+        if (info.get("adapter_digest"), info.get("base"), info.get("dtype")) == (digest, str(base_path), dtype):
+            log(f"merge: reusing {out} (same base, adapter and dtype)")
             return info
-    model = load_model(base_path, dtype=dtype)  # full precision even for a QLoRA adapter
+    model = load_model(base_path, dtype=dtype)  # never 4-bit, also for a QLoRA adapter
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     before = _logits(model, check_inputs or [])
+    tolerance = merge_tolerance(dtype, before) if tolerance is None else tolerance
     merged = model.merge_and_unload()
     after = _logits(merged, check_inputs or [])
     max_diff = max((float((a - b).abs().max()) for a, b in zip(before, after)), default=None)
@@ -135,15 +150,27 @@ def merge(
     return info
 
 
+def merge_dtype(base_path: str, requested: str | None = None) -> str:
+    """The merged model's dtype: as asked, else the base's own (a bf16 Hub model stays bf16 and
+    its merge the Hub base's size; the float32 zoo models stay float32), else the host's."""
+    from medzoo.models.placement import config_dtype, resolve_dtype
+
+    if requested not in (None, "auto"):
+        return resolve_dtype(requested, field="--dtype")
+    return config_dtype(base_path) or resolve_dtype(None)
+
+
 def _save_merged(merged, folder: Path, base_path: str, processor, family) -> None:
     """The merged weights plus everything a loader and llama.cpp's converter read from the folder."""
     merged.save_pretrained(str(folder), safe_serialization=True)
     # transformers 5 saves fast tokenizers as tokenizer.json only; keep the base's SentencePiece
     # model too: llama.cpp's converter reads Gemma's vocabulary from it (a BPE tokenizer.json
     # from a locally trained tokenizer fails its pre-tokenizer check).
-    for name in ("tokenizer.model",):
-        src = Path(base_path) / name
-        if src.exists() and not (folder / name).exists():
+    from medzoo.models.loading import base_file
+
+    for name in family.converter_files if family is not None else ():
+        src = base_file(base_path, name)  # a local folder's, or the Hub base's (its cache or a download)
+        if src is not None and not (folder / name).exists():
             shutil.copy2(src, folder / name)
     if family is not None and family.after_save is not None:
         family.after_save(folder)  # e.g. Gemma 3's vision tower in the Hub layout llama.cpp expects

@@ -64,6 +64,7 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
     """The `vllm serve` command for a recipe's base model and its adapter (if trained or given).
 
     `base`: the recipe's medzoo.models.loading.RecipeBase, if the caller has it loaded already."""
+    from medzoo.bench.plan import engine_settings, served_shape
     from medzoo.engines.vllm_cli import vllm_command
     from medzoo.engines.vllm_engine import cpu_environment, engine_kwargs, has_cuda, lora_settings
     from medzoo.merge import adapter_vllm_blocker
@@ -81,9 +82,10 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
                 f"{path}: vLLM cannot serve this adapter as LoRA: {reason}; "
                 f"serve a merged copy instead (`medzoo merge {recipe.name}`, then `vllm serve` its folder)"
             )
-    settings = lora_settings(adapters, base.family)
+    images, needed = served_shape(recipe, base)
+    settings = lora_settings(adapters, base.family, **engine_settings(recipe, needed))
     on_cuda = has_cuda()
-    kwargs = engine_kwargs(base.path, settings, 1, base.image_settings, on_cuda=on_cuda)
+    kwargs = engine_kwargs(base.path, settings, images, base.image_settings, on_cuda=on_cuda)
     model = kwargs.pop("model")
     argv = [*vllm_command(), "serve", model, "--served-model-name", BASE_NAME, *_flags(kwargs)]
     if adapters:

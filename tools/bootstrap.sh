@@ -14,7 +14,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 TARGET=${MEDZOO_TARGET:-$(command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)}
 STAMP="$VENV/.medzoo-installed"
-want=$(cat requirements/cpu.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh tools/build_llama_cpp.sh tools/llama_cpp_patches/*.patch | sha256sum | cut -d' ' -f1)-$TARGET
+want=$(cat requirements/cpu.lock requirements/cuda.lock requirements/deepspeed.lock pyproject.toml tools/patch_torchvision.py tools/bootstrap.sh tools/build_llama_cpp.sh tools/llama_cpp_patches/*.patch | sha256sum | cut -d' ' -f1)-$TARGET-${MEDZOO_DEEPSPEED:-0}
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/medzoo" ]; then
   exit 0
@@ -25,8 +25,12 @@ echo "medzoo: setting up $VENV for a $TARGET host (first run takes a few minutes
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if [ "$TARGET" = cuda ]; then
-  "${PIP[@]}" install -q torch==2.13.0
-  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "${PIP[@]}" install -q -e ".[cuda,export,test]"
+  # requirements/cuda.lock: PyPI's CUDA torch 2.13.0 + vllm 0.32.0 and every other package at
+  # cpu.lock's version (resolved for Linux x86_64, glibc >= 2.31). torchaudio/torchcodec are real
+  # CUDA builds there that vllm needs: kept. DeepSpeed (ZeRO configs) on request.
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "${PIP[@]}" install -q -r requirements/cuda.lock
+  if [ "${MEDZOO_DEEPSPEED:-0}" = 1 ]; then "${PIP[@]}" install -q --no-build-isolation -r requirements/deepspeed.lock; fi
+  "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 else
   # torch first, so that nothing else drags in a CUDA build.
   "${PIP[@]}" install -q torch==2.13.0

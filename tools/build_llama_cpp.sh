@@ -21,6 +21,16 @@ TARGETS=(llama-server llama-mtmd-cli)
 PY="$VENV/bin/python"
 LIBDIR=$("$PY" -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llama_cpp').origin).parent / 'lib')")
 
+# A CUDA host (a GPU, nvidia-smi, and the CUDA compiler, nvcc; or MEDZOO_LLAMA_CUDA=1) gets
+# llama.cpp's CUDA backend: llama-server then offloads layers to the GPU (-ngl). nvcc alone is not
+# enough: CMake compiles for the GPU it detects ("native"), and some CPU images ship nvcc.
+cuda_host() { command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0; }
+GPU_ARGS=()
+if [ "${MEDZOO_LLAMA_CUDA:-$(cuda_host)}" = 1 ]; then
+  GPU_ARGS=(-DGGML_CUDA=ON)
+  STAMP="$STAMP-cuda"
+fi
+
 if [ ! -f "$STAMP" ]; then
   echo "medzoo: building llama.cpp (llama-cpp-python==$VERSION's source: libraries, ${TARGETS[*]}; ~10 min on 2 cores)"
   rm -rf "$ROOT"
@@ -40,7 +50,7 @@ if [ ! -f "$STAMP" ]; then
     -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH='$ORIGIN' \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >"$ROOT/configure.log" 2>&1 ||
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF "${GPU_ARGS[@]}" >"$ROOT/configure.log" 2>&1 ||
     { tail -20 "$ROOT/configure.log"; exit 1; }
   cmake --build "$ROOT/build" --target llama mtmd "${TARGETS[@]}" -j "$(nproc)" >"$ROOT/build.log" 2>&1 ||
     { tail -30 "$ROOT/build.log"; exit 1; }

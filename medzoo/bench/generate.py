@@ -35,7 +35,7 @@ def generate_vllm_lora(ctx, pending, models, chunk_size, bar, on_chunk, timing):
     from medzoo.engines.vllm_engine import VLLMEngine, lora_settings
 
     adapters = [m for m in models if m.adapter]
-    settings = lora_settings({m.label: m.adapter for m in adapters}, ctx["family"], **ctx["parallel"])
+    settings = lora_settings({m.label: m.adapter for m in adapters}, ctx["family"], **ctx["engine"])
     t = time.perf_counter()
     engine = VLLMEngine.load(
         ctx["base_path"],
@@ -67,7 +67,7 @@ def generate_per_model(ctx, pending, models, engine, chunk_size, bar, on_chunk, 
             loaded = VLLMEngine.load(
                 merged_paths.get(m.label, ctx["base_path"]),
                 ctx["stops"],
-                VLLMSettings(**ctx["parallel"]),
+                VLLMSettings(**ctx["engine"]),
                 limit_images=ctx["max_images"],
                 image_settings=ctx["image_settings"],
             )

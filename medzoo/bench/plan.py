@@ -118,10 +118,44 @@ def weight_bytes(model_path: str) -> int | None:
     return sum(f.stat().st_size for f in files) if files else None
 
 
-def parallel_settings(recipe) -> dict:
-    """The recipe's vLLM scaling settings (bench.tensor/pipeline/data_parallel_size)."""
+# Prompt text (system prompt, question, template) allowed for when no prompt has been rendered.
+SERVED_TEXT_TOKENS = 1024
+
+
+def max_images_per_example(recipe) -> int:
+    """The most images one example of the recipe's bench split holds (FLARE25 records hold two)."""
+    from medzoo.data.sources import load_splits, most_images
+
+    splits = load_splits(recipe.data)
+    return most_images(splits.get(recipe.bench.split) or next(iter(splits.values())))
+
+
+def served_shape(recipe, base) -> tuple[int, int]:
+    """(images per prompt, tokens a served sequence needs) for a server that has not seen the
+    prompts: the recipe's most images per example at the image settings' largest size, the text
+    allowance and the answer budget."""
+    from medzoo.models.loading import image_token_bound
+
+    images = max_images_per_example(recipe)
+    per_image = image_token_bound(base.processor, base.family, base.image_settings)
+    return images, images * per_image + SERVED_TEXT_TOKENS + recipe.bench.max_new_tokens
+
+
+def engine_settings(recipe, needed_tokens: int | None = None) -> dict:
+    """The recipe's vLLM engine settings (bench.*): dtype, context length, GPU memory share, eager
+    mode and scaling. The context is bench.max_model_len, else what the longest prompt needs
+    (medzoo.models.loading.context_length) rounded up to 256, never below vLLM_engine's default."""
+    from medzoo.engines.vllm_engine import DEFAULT_MAX_MODEL_LEN
+
     b = recipe.bench
+    max_len = b.max_model_len
+    if max_len is None and needed_tokens is not None:
+        max_len = max(DEFAULT_MAX_MODEL_LEN, -(-needed_tokens // 256) * 256)
     return {
+        "dtype": b.dtype,
+        "max_model_len": max_len,
+        "gpu_memory_utilization": b.gpu_memory_utilization,
+        "enforce_eager": b.enforce_eager,
         "tensor_parallel_size": b.tensor_parallel_size,
         "pipeline_parallel_size": b.pipeline_parallel_size,
         "data_parallel_size": b.data_parallel_size,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medzoo.bench.generate import bertscorer, generate_openai, generate_per_model, generate_vllm_lora, merge_for_vllm
-from medzoo.bench.plan import choose_engine, choose_lora_mode, parallel_settings, resolve_models, weight_bytes
+from medzoo.bench.plan import choose_engine, choose_lora_mode, engine_settings, resolve_models, weight_bytes
 from medzoo.bench.report import summarize, write_reports
 from medzoo.bench.scoring import score_example
 from medzoo.bench.store import append_records, finish, open_workdir
@@ -124,8 +124,17 @@ def _default_models(recipe, adapters, log) -> list[str]:
 
 def _engine_context(recipe, base, prepared: dict) -> dict:
     """What every engine needs to load the base and generate: paths, processor, stops, limits."""
-    from medzoo.models.loading import stop_token_ids
+    from medzoo.models.loading import context_length, stop_token_ids
 
+    needed = max(
+        (
+            context_length(
+                base.processor, base.family, base.image_settings, p.prompts, p.images, recipe.bench.max_new_tokens
+            )
+            for p in prepared.values()
+        ),
+        default=None,
+    )
     return {
         "base_path": base.path,
         "family": base.family,
@@ -134,7 +143,7 @@ def _engine_context(recipe, base, prepared: dict) -> dict:
         "max_new_tokens": recipe.bench.max_new_tokens,
         "stops": stop_token_ids(base.processor, base.family),
         "max_images": max((len(im) for p in prepared.values() for im in p.images), default=1),
-        "parallel": parallel_settings(recipe),
+        "engine": engine_settings(recipe, needed),
     }
 
 

@@ -204,6 +204,17 @@ def ensure_splits(dd, seed: int):
     return dd
 
 
+def most_images(ds) -> int:
+    """The most images one row of `ds` holds (1 for single-image data), counted in Arrow: nothing
+    is decoded or copied."""
+    if "images" not in ds.column_names:
+        return 1
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(ds.select_columns(["images"]).with_format("arrow")["images"])
+    return max(pc.max(lengths).as_py() or 1, 1)
+
+
 def first_rows(spec, split: str, n: int, counter=None) -> tuple[str, list]:
     """The first `n` usable rows of `split` (or of the first split if the dataset lacks it), decoded
     and cleaned as for training (unreadable images and empty answers skipped, counted in `counter`)."""

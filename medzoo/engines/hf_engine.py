@@ -16,6 +16,8 @@ def generate(
     import torch
     from tqdm.auto import tqdm
 
+    from medzoo.models.placement import to_model
+
     tok = processor.tokenizer
     tok.padding_side = "left"
     outputs: list[str] = []
@@ -24,6 +26,7 @@ def generate(
         batch_prompts = prompts[start : start + batch_size]
         batch_images = images[start : start + batch_size]
         inputs = processor(text=batch_prompts, images=batch_images, return_tensors="pt", padding=True)
+        inputs = to_model(inputs, model)
         with torch.inference_mode():
             out = model.generate(
                 **inputs,
@@ -45,9 +48,10 @@ class HFEngine:
 
     @classmethod
     def load(cls, model_path: str, processor, stop_ids: list[int], adapter: str | None = None, batch_size: int = 16):
-        from medzoo.models.loading import load_model
+        from medzoo.models.loading import greedy_generation_config, load_model
 
         model = load_model(model_path)
+        greedy_generation_config(model)
         if adapter:
             from peft import PeftModel
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DEFAULT_MAX_MODEL_LEN = 2048  # when the caller does not derive one from its prompts (context_length)
+
 
 @dataclass
 class VLLMSettings:
-    dtype: str = "float32"  # float32 matches transformers greedy output on tiny models; bf16 diverges
-    max_model_len: int = 2048
+    # "auto": medzoo.models.placement's policy, bf16 (fp16) on CUDA, where vLLM's LoRA kernels need
+    # it; float32 on CPU, where it matches transformers' greedy output on the tiny models.
+    dtype: str = "auto"
+    max_model_len: int | None = None  # None: DEFAULT_MAX_MODEL_LEN
+    gpu_memory_utilization: float | None = None  # CUDA: vLLM's default (0.9) unless set
+    enforce_eager: bool | None = None  # None: eager on CPU (compiling cost 46-91 s), CUDA graphs on GPUs
     kv_cache_gib: int = 2
     enable_lora: bool = False
     max_lora_rank: int = 64
@@ -49,12 +55,9 @@ def _cpu_environment(settings: VLLMSettings) -> None:
 
 
 def has_cuda() -> bool:
-    try:
-        import torch
+    from medzoo.models.placement import cuda_available
 
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+    return cuda_available()
 
 
 def load_engine(
@@ -98,15 +101,20 @@ def engine_kwargs(
     the dummy image vLLM processes at start-up: left at the processor's default max_pixels, that
     one warm-up took 15 s of a tiny model's 40 s start (measured).
     """
+    from medzoo.models.placement import resolve_dtype
+
+    eager = settings.enforce_eager if settings.enforce_eager is not None else not on_cuda
     kwargs = dict(
         model=model_path,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        enforce_eager=True,
+        dtype=resolve_dtype(settings.dtype, on_cuda, field="bench.dtype"),
+        max_model_len=settings.max_model_len or DEFAULT_MAX_MODEL_LEN,
+        enforce_eager=eager,
         seed=settings.seed,
         limit_mm_per_prompt={"image": limit_images, "video": 0},  # no video profiling pass at start-up
         tensor_parallel_size=settings.tensor_parallel_size,
     )
+    if on_cuda and settings.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
     if settings.pipeline_parallel_size > 1:
         kwargs["pipeline_parallel_size"] = settings.pipeline_parallel_size
     if settings.data_parallel_size > 1:
@@ -129,7 +137,7 @@ def engine_kwargs(
     return kwargs
 
 
-def lora_settings(adapters: dict, family, **parallel) -> VLLMSettings:
+def lora_settings(adapters: dict, family, **engine) -> VLLMSettings:
     """Engine settings that serve these adapters (label -> peft folder) as LoRA requests.
 
     The rank limit is the largest adapter's (vLLM's default 16 refuses r=32). One LoRA slot more
@@ -147,7 +155,7 @@ def lora_settings(adapters: dict, family, **parallel) -> VLLMSettings:
         max_lora_rank=max([8, *ranks]),
         max_loras=len(adapters) + 1,
         enable_tower_connector_lora=tower,
-        **parallel,
+        **engine,
     )
 
 

@@ -25,6 +25,14 @@ class ExportError(MedzooError, RuntimeError):
     pass
 
 
+def bootstrap_build_done(built: Path) -> bool:
+    """Whether tools/build_llama_cpp.sh finished a build of this version in `built`.
+
+    Its stamp is `.built-<version>-<hash of the applied patches>`: any patch set of this version has
+    the same converter files (the patches touch the C++ tools only)."""
+    return any(built.glob(f".built-{LLAMA_CPP_PYTHON}-*")) or (built / f".built-{LLAMA_CPP_PYTHON}").exists()
+
+
 def converter_dir(log=print) -> Path:
     """llama.cpp's converter files from the llama-cpp-python sdist: the bootstrap's copy in the venv,
     else fetched once (pip download) into $MEDZOO_HOME."""
@@ -32,7 +40,7 @@ def converter_dir(log=print) -> Path:
     from medzoo.paths import medzoo_home
 
     built = Path(sys.prefix) / "llama.cpp"  # tools/build_llama_cpp.sh's copy of the same source
-    if (built / f".built-{LLAMA_CPP_PYTHON}").exists() and (built / "src" / "convert_hf_to_gguf.py").exists():
+    if bootstrap_build_done(built) and (built / "src" / "convert_hf_to_gguf.py").exists():
         return built / "src"
     dest = medzoo_home() / f"llama.cpp-{LLAMA_CPP_PYTHON}"
     if (dest / "convert_hf_to_gguf.py").exists():

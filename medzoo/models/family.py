@@ -28,6 +28,9 @@ class Family:
     supports_multi_image: bool = True
     # Fix-ups after save_pretrained so other tools read the folder (Gemma 3: Hub weight layout).
     after_save: Callable[[Path], int] | None = None
+    # Base-model files transformers 5 does not save but llama.cpp's converter reads (Gemma 3's
+    # SentencePiece tokenizer.model): copied into a merged folder from the base (folder or Hub).
+    converter_files: tuple[str, ...] = ()
 
 
 def scale_output_layer(model, std: float) -> None:

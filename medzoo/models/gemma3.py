@@ -178,6 +178,7 @@ GEMMA3 = Family(
     build_tiny=build_tiny_gemma3,
     tiny_image_settings=TINY_GEMMA_IMAGE,
     after_save=lambda folder: use_hub_vision_layout(folder),
+    converter_files=("tokenizer.model",),
 )
 
 

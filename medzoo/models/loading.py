@@ -20,19 +20,58 @@ def model_type_of(path: str) -> str:
     local = Path(path) / "config.json"
     if local.exists():
         return json.loads(local.read_text())["model_type"]
-    import os
-
+    if Path(path).is_dir():
+        raise MissingState(f"base: {path}: the folder has no config.json (expected a Hugging Face model folder)")
+    if _looks_like_path(path):
+        raise MissingState(f"base: {path}: no such folder (a local base must be a Hugging Face model folder)")
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(path).model_type
     except OSError as e:
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower():
-            raise MissingState(
-                f"base: {path}: not available offline (not a local folder and not in the Hugging Face cache); "
-                f"download it once with network access, or try the recipe offline with --set base=zoo:<tiny model>"
-            ) from None
-        raise MissingState(f"base: {path}: cannot load its config ({str(e).splitlines()[0]})") from None
+        raise MissingState(f"base: {path}: {hub_unavailable_reason(e)}") from e
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A Hub id is `name` or `owner/name`; anything else (absolute, ./, ~, deeper) is a path."""
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1
+
+
+def hub_unavailable_reason(error: Exception) -> str:
+    """Why a Hub id could not be loaded, worded for what the user can do about it."""
+    import os
+
+    text = str(error)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return (
+            "not in the Hugging Face cache and HF_HUB_OFFLINE=1 is set (make sets it by default); "
+            "run with HF_HUB_OFFLINE=0 to download it, or try the recipe offline with --set base=zoo:<tiny model>"
+        )
+    if any(w in text.lower() for w in ("connect", "resolve", "timed out", "offline", "network")):
+        return "cannot reach the Hugging Face Hub to download it (no network?); download it once where the Hub is reachable"
+    if any(w in text.lower() for w in ("gated", "401", "403", "restricted")):
+        return "the Hub refused access (a gated model: accept its licence on the Hub and log in with `hf auth login`)"
+    return f"cannot load its config ({text.splitlines()[0] if text else type(error).__name__})"
+
+
+def base_file(base: str, name: str) -> Path | None:
+    """A file of a base model: from its folder, or for a Hub id from the Hugging Face cache
+    (downloaded when the Hub is reachable). None when the model has no such file. Hub bases need
+    this: transformers 5 saves no SentencePiece model, and llama.cpp reads Gemma's vocabulary from it."""
+    if Path(base).is_dir():
+        path = Path(base) / name
+        return path if path.exists() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(base, name))
+    except EntryNotFoundError:
+        return None
+    except LocalEntryNotFoundError as e:  # offline and not cached: the export would fail later, say so now
+        raise MissingState(
+            f"base: {base}: {name} is not in the Hugging Face cache ({hub_unavailable_reason(e)})"
+        ) from e
 
 
 def family_of(path: str) -> Family:
@@ -76,11 +115,64 @@ def load_processor(path: str, settings: dict | None = None):
     return proc
 
 
-def load_model(path: str, dtype: str = "float32"):
-    import torch
+def load_model(path: str, dtype: str | None = None):
+    """A transformers model placed by the host policy (medzoo.models.placement): on the GPU in
+    bf16/fp16 where there is one, float32 on the CPU; `dtype` overrides the policy's dtype."""
     from transformers import AutoModelForImageTextToText
 
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
+    from medzoo.models.placement import inference_placement
+
+    return AutoModelForImageTextToText.from_pretrained(path, **inference_placement(dtype).from_pretrained_kwargs())
+
+
+def greedy_generation_config(model) -> None:
+    """Decode as vLLM (`--generation-config vllm`) and llama.cpp do: greedy, no penalties.
+
+    A Hub model's generation_config.json may carry sampling settings or a repetition penalty that
+    `generate` would otherwise apply (and that transformers restores over values passed equal to
+    its defaults), so the reference engine would answer differently from the others."""
+    from transformers import GenerationConfig
+
+    old = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=old.bos_token_id, eos_token_id=old.eos_token_id, pad_token_id=old.pad_token_id
+    )
+
+
+def image_token_count(processor, family: Family, width: int, height: int, settings: dict) -> int:
+    """Prompt tokens one image of this size becomes: Gemma 3 a fixed count (`image_seq_length`,
+    256 for MedGemma); Qwen one per (patch x merge)^2 pixels after its resize (28 px squares for
+    Qwen2/2.5-VL, 32 px for Qwen3-VL, so 1003520 max_pixels is up to 1280 / 980 tokens)."""
+    if getattr(processor, "image_seq_length", None):
+        return int(processor.image_seq_length)
+    ip = processor.image_processor
+    unit = ip.patch_size * ip.merge_size
+    w, h = family.perceived_size(width, height, settings)
+    return (w // unit) * (h // unit)
+
+
+def image_token_bound(processor, family: Family, settings: dict) -> int:
+    """The most prompt tokens one image can become under these image settings (no image read)."""
+    if getattr(processor, "image_seq_length", None):
+        return int(processor.image_seq_length)
+    ip = processor.image_processor
+    unit = ip.patch_size * ip.merge_size
+    return int(settings.get("max_pixels") or ip.size["longest_edge"]) // (unit * unit)
+
+
+def context_length(
+    processor, family: Family, settings: dict, prompts: list[str], images: list[list], answer: int
+) -> int:
+    """Tokens the longest example needs in one sequence: its prompt text, its images' tokens and the
+    answer budget (max_new_tokens). What vLLM's max_model_len and llama.cpp's context must hold."""
+    if not prompts:
+        return answer
+    texts = processor.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    longest = max(
+        len(ids) + sum(image_token_count(processor, family, *im.size, settings) for im in imgs)
+        for ids, imgs in zip(texts, images)
+    )
+    return longest + answer
 
 
 def stop_token_ids(processor, family: Family) -> list[int]:

@@ -168,6 +168,13 @@ class BenchSpec:
     engine: Literal["auto", "vllm", "hf"] = "auto"  # auto: medzoo.bench.plan.choose_engine
     prompts: list[Literal["none", "static", "adaptive"]] = field(default_factory=lambda: list(PROMPT_MODES))
     bertscore_model: str | None = None  # None = the offline all-MiniLM-L6-v2 from PyPI
+    # vLLM engine: dtype ("auto": bf16 on CUDA, fp16 without bf16, float32 on CPU), context length
+    # (None: what the longest prompt + images + max_new_tokens needs), GPU memory share, eager mode
+    # (None: eager on CPU only).
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int | None = field(default=None, metadata=POSITIVE_INT)
+    gpu_memory_utilization: float | None = field(default=None, metadata=UNIT)
+    enforce_eager: bool | None = None
     # vLLM scaling, passed through: GPUs per model copy, pipeline stages, model copies.
     tensor_parallel_size: int = field(default=1, metadata=POSITIVE_INT)
     pipeline_parallel_size: int = field(default=1, metadata=POSITIVE_INT)

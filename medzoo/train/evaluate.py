@@ -7,14 +7,30 @@ from medzoo.train.data import TrainContext
 
 def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
     """Held-out exact match by greedy generation (the bench's prompts and engine code), overall
-    and per question category."""
+    and per question category.
+
+    Under torchrun / accelerate every rank calls this with the same `rows` and generates every
+    world_size-th row; the hits are gathered and every rank returns the same result. Under ZeRO-3
+    (and FSDP) each forward all-gathers the sharded weights, a collective every rank must join:
+    the shards are padded (repeating their last row, whose answer is dropped) to one length so
+    every rank runs the same number of generate() calls, and generate() keeps the ranks in step
+    token by token (synced_gpus, on by default under ZeRO-3)."""
+    from medzoo import launch
     from medzoo.engines import hf_engine
     from medzoo.inference import prepare
     from medzoo.metrics import exact_match
     from medzoo.models.loading import stop_token_ids
 
+    rank, world = launch.rank(), launch.world_size()
+    mine = list(range(rank, len(rows), world))
+    padded = mine + [mine[-1] if mine else 0] * (-(-len(rows) // world) - len(mine))
     prepared = prepare(
-        rows, ctx.processor, ctx.family, ctx.prompt_settings, ctx.recipe.prompts.train_mode, ctx.image_settings
+        [rows[i] for i in padded],
+        ctx.processor,
+        ctx.family,
+        ctx.prompt_settings,
+        ctx.recipe.prompts.train_mode,
+        ctx.image_settings,
     )
     model.eval()
     preds = hf_engine.generate(
@@ -27,11 +43,12 @@ def quick_eval(model, ctx: TrainContext, rows, max_new_tokens: int) -> dict:
         batch_size=16,
     )
     model.train()
+    # zip stops at len(mine): the padding's answers are dropped
+    mine_hits = [(i, bool(exact_match(pred, rows[i]["answer"]))) for i, pred in zip(mine, preds)]
     hits: dict[str, list[bool]] = {}
-    for pred, row in zip(preds, rows):
-        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(
-            bool(exact_match(pred, row["answer"]))
-        )
+    for i, hit in sorted(h for part in launch.gather(mine_hits) for h in part):
+        row = rows[i]
+        hits.setdefault(row.get("category") or row.get("task") or "all", []).append(hit)
     everything = [h for v in hits.values() for h in v]
     return {
         "overall": sum(everything) / max(len(everything), 1),

@@ -15,6 +15,7 @@ from medzoo.train.recipe_guard import check_resume, record_started
 from medzoo.train.trainer import (
     adapter_digest,
     checkpoint_marker_callback,
+    gathered_adapter,
     latest_checkpoint,
     progress_callback,
     save_adapter,
@@ -61,7 +62,19 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
             check_resume(run_dir, recipe, accept_recipe_changes)
         record_started(run_dir, recipe)
 
-    ctx = TrainContext.for_recipe(recipe)
+    plan = None
+    if dry_run:
+        from medzoo.errors import MissingState
+        from medzoo.train.plan import training_plan
+
+        plan = training_plan(recipe, log)  # from the config alone: before any download or cache build
+        try:
+            ctx = TrainContext.for_recipe(recipe)
+        except MissingState as e:
+            log(f"dry run: the base is not on this machine ({e}); the sizes above come from its config")
+            return {"dry_run": True, "plan": plan, "measured": None}
+    else:
+        ctx = TrainContext.for_recipe(recipe)
     set_seed(recipe.train.seed)
     base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, recipe.train.precision)
     threads = choose_threads(recipe, sum(p.numel() for p in base.parameters()))
@@ -74,9 +87,9 @@ def _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progr
     for stage in stages_of(recipe):
         dry = run.stage(stage, val_ds)
         if dry is not None:
-            return dry
-    if not main:
-        return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": run.reports}
+            return {**dry, "plan": plan}
+    # Every rank finishes the run: under ZeRO-3 the held-out generation and the adapter gather are
+    # collectives (rank 0 alone would wait for the others forever); only rank 0 writes.
     return _finish_run(run, val_ds, eval_limit)
 
 
@@ -111,6 +124,7 @@ class _StageRun:
         self.started = time.time()
         self.reports: list[dict] = []
         self.model = None
+        self.trainer = None  # the last stage's; see stage()
         self.prev_adapter = None
         self.cache_builds: dict = {}  # split -> ranks that built the preprocessed cache (rank 0 only, when distributed)
 
@@ -143,11 +157,16 @@ class _StageRun:
         if checkpoint:
             log(f"stage {stage.dirname}: resuming from {checkpoint}")
         report = _train_stage(trainer, self.model, stage, train_ds, checkpoint)
-        if self.main:
-            from medzoo.atomic import write_json
+        # Kept to the end of the run: its TrainingArguments own the DeepSpeed config that
+        # is_deepspeed_zero3_enabled() reads through a weak reference (gathered_adapter, and
+        # generate()'s synced_gpus in the held-out evaluation).
+        self.trainer = trainer
+        with gathered_adapter(self.model):  # every rank: a collective under ZeRO-3
+            if self.main:
+                from medzoo.atomic import write_json
 
-            save_adapter(self.model, ctx.processor, stage_dir)
-            write_json(stage_dir / "stage.json", report)
+                save_adapter(self.model, ctx.processor, stage_dir)
+                write_json(stage_dir / "stage.json", report)
         self.reports.append(report)
         self.prev_adapter = stage_dir
         log(
@@ -160,7 +179,7 @@ class _StageRun:
         from transformers import set_seed
 
         from medzoo.adapters import attach_adapter
-        from medzoo.preprocess import Collator
+        from medzoo.preprocess import Collator, PixelCodec
 
         recipe = self.recipe
         if self.model is None:
@@ -187,7 +206,9 @@ class _StageRun:
             args=args,
             train_dataset=train_ds,
             eval_dataset=val_ds,
-            data_collator=Collator(self.ctx.processor.tokenizer.pad_token_id),
+            data_collator=Collator(
+                self.ctx.processor.tokenizer.pad_token_id, PixelCodec.of(self.ctx.processor.image_processor)
+            ),
             callbacks=[checkpoint_marker_callback()]
             + ([progress_callback()] if self.progress else [])
             + list(self.callbacks or []),
@@ -229,7 +250,8 @@ def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
 
 
 def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
-    """Held-out accuracy, the final adapter, manifest.json and recipe.yaml (rank 0)."""
+    """Held-out accuracy (every rank generates a share), the final adapter, manifest.json and
+    recipe.yaml (rank 0 writes)."""
     from medzoo import launch
     from medzoo.adapters import trainable_parameters
     from medzoo.atomic import write_json
@@ -243,7 +265,11 @@ def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
     trainable, total = trainable_parameters(model)
     val_rows = raw_rows(ctx, recipe.data, "validation", eval_limit)
     accuracy = quick_eval(model, ctx, val_rows, recipe.bench.max_new_tokens) if val_rows else None
-    save_adapter(model, ctx.processor, run_dir / "adapter")
+    with gathered_adapter(model):  # every rank: a collective under ZeRO-3
+        if run.main:
+            save_adapter(model, ctx.processor, run_dir / "adapter")
+    if not run.main:
+        return {"rank": launch.rank(), "world_size": launch.world_size(), "stages": run.reports}
     manifest = {
         "medzoo_version": __version__,
         "recipe": recipe.name,
@@ -293,10 +319,18 @@ def _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, thr
     import psutil
     import torch
 
+    from medzoo.models.placement import to_model
+    from medzoo.train.trainer import answer_only_loss
+
     batch = next(iter(trainer.get_train_dataloader()))
+    on_cuda = torch.cuda.is_available()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        batch = to_model(batch, model)
     rss0 = psutil.Process().memory_info().rss
-    out = model(**batch)
-    out.loss.backward()
+    # The loss training computes (logits at answer positions only), not the model's own full-vocabulary one.
+    loss = answer_only_loss(model, dict(batch))
+    loss.backward()
     model.zero_grad(set_to_none=True)
     rss1 = psutil.Process().memory_info().rss
     t = recipe.train
@@ -320,7 +354,7 @@ def _dry_run_report(recipe, ctx, trainer, model, train_ds, trainable, total, thr
         "total_steps": steps,
         "first_batch_shape": list(batch["input_ids"].shape),
         "first_batch_loss_tokens": int((labels != -100).sum()),
-        "first_batch_loss": float(out.loss),
+        "first_batch_loss": float(loss),
         "torch_threads": threads,
         "memory_estimate_mb": {
             "weights": round(weight_bytes / 2**20, 1),

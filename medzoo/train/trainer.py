@@ -215,6 +215,28 @@ def save_adapter(model, processor, dest: Path) -> None:
         processor.save_pretrained(str(tmp))
 
 
+def gathered_adapter(model):
+    """Context manager: the adapter's (trainable) weights whole inside it, on every rank.
+
+    Under DeepSpeed ZeRO-3 each rank keeps a shard of every parameter above
+    stage3_param_persistence_threshold (1e5 elements by default) and `param.data` is an empty
+    tensor: save_pretrained would write 0-element LoRA weights (peft 0.21 only warns) and the NaN
+    check in save_adapter would see nothing. GatheredParameters is a collective, so every rank
+    must enter; modifier_rank=None: read-only, nothing is scattered back. Only the adapter is
+    gathered (megabytes), not the frozen base that accelerator.get_state_dict would consolidate.
+    Without ZeRO-3 (single process, DDP, ZeRO-2) a no-op."""
+    import contextlib
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
+
+
 def adapter_digest(model) -> str:
     """A hash of the adapter's trainable weights (shows which adapter a stage started from)."""
     import hashlib

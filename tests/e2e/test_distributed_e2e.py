@@ -74,6 +74,12 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert manifest["preprocess_cache_built_by_ranks"] == {"validation": [0], "train:00-main": [0]}
     assert "cache hit" in single.stdout  # and the single run reused what the DDP run built
     assert ddp.stdout.count("adapter written to") == 1  # rank 0 logs, once
+    # Both ranks generated a share of the held-out rows (ZeRO-3 needs every rank in each forward);
+    # rank 0 reports all of them, as the single process does.
+    single_manifest = json.loads((tmp_path / "single" / "manifest.json").read_text())
+    n_val = single_manifest["metrics"]["val_examples_generated"]
+    assert n_val > 0 and manifest["metrics"]["val_examples_generated"] == n_val
+    assert manifest["metrics"]["val_exact_match"] is not None
 
     a, b = _adapter(tmp_path / "single"), _adapter(tmp_path / "ddp")
     assert a.keys() == b.keys()

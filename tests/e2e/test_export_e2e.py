@@ -34,13 +34,35 @@ TRAIN = [
 ]
 
 
+# Each family runs the path users take: its base given by Hub id, found in a Hugging Face cache (a
+# private one holding the zoo model under the seed recipe's id; HF_HUB_OFFLINE=1 as everywhere).
+HUB_BASES = {
+    "phantom-tiny": ("Qwen/Qwen2.5-VL-7B-Instruct", "tiny-qwen2.5-vl"),
+    "phantom-tiny-gemma": ("google/medgemma-4b-it", "tiny-gemma3"),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["phantom-tiny", "phantom-tiny-gemma"])
 def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
+    """train -> bench -> merge -> export (f16 parity) -> card with `base: <Hub id>`, per family."""
+    from hub_cache import place
+
+    from medzoo.zoo import build
+
+    hub_id, zoo_name = HUB_BASES[recipe]
+    snapshot = place(tmp_path / "hf", hub_id, build(zoo_name))
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     run = tmp_path / "run"
-    sets = ["--set", f"run_dir={run}", *TRAIN]
-    run_medzoo("train", recipe, *sets)
-    proc = run_medzoo("export", recipe, "--gguf", "--quant", "f16,q8_0,q4_k_m", "--parity", "20", *sets)
+    sets = ["--set", f"run_dir={run}", "--set", f"base={hub_id}", *TRAIN]
+    run_medzoo("train", recipe, *sets, env=env)
+    bench = run_medzoo("bench", recipe, "--engine", "hf", "--prompts", "none", "--limit", "6", *sets, env=env)
+    assert "tuned/none" in bench.stdout
+    proc = run_medzoo("export", recipe, "--gguf", "--quant", "f16,q8_0,q4_k_m", "--parity", "20", *sets, env=env)
+    merged = run / "merged"
+    assert json.loads((merged / "merge.json").read_text())["base"] == hub_id
+    for name in ("tokenizer.model",) if "gemma" in recipe else ():  # llama.cpp reads Gemma's vocabulary from it
+        assert (merged / name).read_bytes() == (snapshot / name).read_bytes()
     out = run / "export"
     for q in ("f16", "q8_0", "q4_k_m"):
         assert (out / f"{recipe}-{q}.gguf").stat().st_size > 0
@@ -63,6 +85,9 @@ def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
     server = parity["server"]  # the f16 GGUF through the real llama-server, as deployed
     assert server["agreement_beyond_near_ties"] >= 0.98 and server["agreement"] >= 0.8, server
     _printed_llama_cpp_commands_answer_as_parity_did(out, parity)
+    run_medzoo("card", recipe, *sets, env=env)
+    card = (run / "README.md").read_text()
+    assert f"base_model: {hub_id}" in card and "| f16 |" in card
 
 
 def _printed_llama_cpp_commands_answer_as_parity_did(out: Path, parity: dict) -> None:

@@ -101,3 +101,48 @@ def test_unreadable_images_and_nan_answers_are_dropped_and_counted():
     kept = clean_rows(ds, ["", "nan"], counter)
     assert kept["id"] == [good["id"]]
     assert counter.as_dict() == {"unreadable_image": 1, "empty_answer": 2}
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-gemma3"])
+def test_cache_pixels_are_uint8_and_decode_to_the_processors_floats(name):
+    """The preprocessed cache stores 1 byte per pixel value, not 4; the collator gives training the
+    processor's own floats back (Gemma: bit for bit; Qwen: within float32 rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    from medzoo.models.loading import family_of, image_settings, load_processor
+    from medzoo.preprocess import PixelCodec
+    from medzoo.zoo import build
+
+    path = str(build(name))
+    proc = load_processor(path, image_settings(family_of(path), None, path))
+    codec = PixelCodec.of(proc.image_processor)
+    rng = np.random.default_rng(0)
+    for w, h in [(112, 112), (300, 171)]:
+        image = Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8"))
+        pixels = proc.image_processor(images=[image], return_tensors="np")["pixel_values"].astype(np.float32)
+        stored = codec.encode(pixels)
+        assert stored.dtype == np.uint8 and stored.nbytes * 4 == pixels.nbytes
+        assert np.abs(codec.decode(stored) - pixels).max() < 1e-6
+    assert codec.encode(pixels + 0.01) is None  # not 8-bit values: refused, never silently rounded
+
+
+def test_context_length_covers_exactly_what_the_processor_makes_of_two_images():
+    """vLLM's max_model_len must hold the longest prompt: text + every image's tokens + the answer."""
+    import numpy as np
+    from PIL import Image
+
+    from medzoo.models.loading import context_length, family_of, image_settings, image_token_bound, load_processor
+    from medzoo.zoo import build
+
+    path = str(build("tiny-qwen2.5-vl"))
+    family = family_of(path)
+    settings = {**image_settings(family, None, path), "max_pixels": 112 * 112 * 4}
+    proc = load_processor(path, settings)
+    images = [Image.fromarray(np.zeros((h, w, 3), "uint8")) for w, h in [(224, 224), (150, 300)]]
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare the two scans."}]
+    prompt = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    actual = proc(text=[prompt], images=[images], return_tensors="np")["input_ids"].shape[1]
+    need = context_length(proc, family, settings, [prompt], [images], answer=64)
+    assert actual + 64 <= need <= actual + 64 + 2  # the two placeholder tokens counted once more
+    assert image_token_bound(proc, family, settings) == 112 * 112 * 4 // (28 * 28)

@@ -42,12 +42,56 @@ def test_every_seed_recipe_and_twin_is_shipped_and_valid():
     assert kvasir_twin.base == "zoo:tiny-gemma3" and kvasir_twin.name == "medgemma-kvasir-vqa-tiny"
 
 
-@pytest.mark.parametrize("name", SEEDS)
-def test_real_base_dry_run_says_clearly_it_is_not_available_offline(name):
+def test_medgemma_dry_run_offline_sizes_the_real_model_from_its_config():
+    """Offline, MedGemma not downloaded: `--dry-run` on data in Kvasir-VQA's schema still gives the
+    real model's numbers (medzoo's copy of its config), a GPU estimate per method and the cache size."""
     from medzoo.train import train
 
-    with pytest.raises(FileNotFoundError, match=r"^base: .+: not available offline .* --set base=zoo:"):
-        train(load_recipe(name), dry_run=True, log=lambda *a: None)
+    lines = []
+    recipe = load_recipe("medgemma-kvasir-vqa", ["data.source=disk", "data.path=fixture:kvasir-vqa"])
+    report = train(recipe, dry_run=True, log=lines.append)
+    plan = report["plan"]
+    assert report["measured"] is None and "HF_HUB_OFFLINE=1" in "\n".join(lines)
+    assert plan["parameters"] == 4_300_079_472  # the Hub checkpoint's safetensors count
+    assert plan["vision_parameters"] == 416_866_032 + 2_950_272  # SigLIP + projector
+    # LoRA r=16 on every linear layer of the 34 decoder layers (q,k,v,o,gate,up,down):
+    # 16 x 34 x ((2560+2048) + 2 x (2560+1024) + (2048+2560) + 3 x (2560+10240)) = 29,802,496.
+    assert plan["trainable"] == 16 * 34 * ((2560 + 2048) + 2 * (2560 + 1024) + (2048 + 2560) + 3 * (2560 + 10240))
+    assert plan["tokens_per_image"] == 256 and plan["train_examples"] == 144
+    memory = plan["memory_gib"]
+    assert 4 < memory["qlora_nf4"] < memory["lora_bf16"] < 12
+    # uint8 896 x 896 RGB per example (the MedGemma recipe sets image_size 896)
+    assert plan["cache_gb"] == pytest.approx(144 * (3 * 896 * 896 + plan["tokens_per_example"] * 32) / 1e9, abs=0.01)
+    assert any(line.startswith("GPU memory estimate at batch 4 x") for line in lines)
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_every_seed_base_has_a_kept_config_that_builds_at_its_published_size(name):
+    from medzoo.models.sizing import base_config, meta_model
+
+    published = {
+        "google/medgemma-4b-it": 4_300_079_472,
+        "Qwen/Qwen2.5-VL-7B-Instruct": 8_292_166_656,
+        "Qwen/Qwen2-VL-7B-Instruct": 8_291_375_616,
+        "Qwen/Qwen3-VL-4B-Instruct": 4_437_815_808,
+    }
+    base = load_recipe(name).base
+    config, source = base_config(base)
+    assert "medzoo's copy" in source
+    params = {id(p): p.numel() for p in meta_model(config).parameters()}
+    assert sum(params.values()) == published[base]
+
+
+def test_a_hub_base_offline_without_a_kept_config_says_what_to_do():
+    from medzoo.errors import MissingState
+    from medzoo.models.loading import model_type_of
+
+    with pytest.raises(
+        MissingState, match=r"^base: someone/unknown-vlm: not in the Hugging Face cache and HF_HUB_OFFLINE=1"
+    ):
+        model_type_of("someone/unknown-vlm")
+    with pytest.raises(MissingState, match=r"^base: ./no/such/folder: no such folder"):
+        model_type_of("./no/such/folder")
 
 
 def test_conversation_json_errors_name_the_file_and_record(tmp_path):
