@@ -261,6 +261,14 @@ def _pending(bench_models, modes, rows, prepared, done) -> list[dict]:
 def _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log):
     from tqdm.auto import tqdm
 
+    if engine == "vllm":
+        from medzoo.engines.vllm_engine import DEFAULT_MAX_MODEL_LEN
+
+        e = ctx["engine"]
+        log(
+            f"vLLM context {e['max_model_len'] or DEFAULT_MAX_MODEL_LEN} tokens, {ctx['max_images']} image(s) "
+            f"per prompt, dtype {e['dtype']}"
+        )
     with tqdm(total=len(pending), desc="bench", unit="gen", disable=not progress) as bar:
         if engine == "openai":
             generate_openai(ctx, pending, bench_models, chunk_size, bar, scorer, timing)
