@@ -9,21 +9,29 @@ medzoo/models/configs, nothing downloaded) with its seed recipe's adapter and tr
    recipe's max_pixels, 448 px = 256 tokens) through medzoo's `answer_only_loss`: peak allocated
    and reserved memory, step times.
 2. QLoRA nf4: the same weights saved once as safetensors and reloaded with medzoo's
-   `base_training_kwargs` (nf4, double quantisation), peft's prepare_model_for_kbit_training +
-   LoRA, the same steps: peak memory, step times, and QLoRA/LoRA training peak (goal <= 0.45).
+   `base_training_kwargs` (nf4, double quantisation) and `attach_adapter` (the base frozen, its
+   full-precision modules left in bf16) + LoRA, the same steps: peak memory, step times, and QLoRA/LoRA training peak (goal <= 0.45).
 3. merge: `medzoo.merge.merge` of the LoRA adapter saved in (1) into the saved base: time, dtype of
    the merged safetensors, size on disk, the logit check merge() does itself.
 4. generation: `model.generate` of 16 new tokens for a batch of 4 prompts, greedy as medzoo's
    engines decode (`greedy_generation_config`): time and tokens/s.
 
+Per model the order is: build, save the base, generate, LoRA, QLoRA, merge (generation on the plain
+base before LoRA wraps it; each peak measured after the previous stage's tensors are released).
 Also medzoo's own memory estimate (medzoo.models.sizing) next to each measured peak, wall time
 per stage, the versions of torch / transformers / peft / bitsandbytes and the GPU's name. Prints
 one JSON object and writes it to --out (default $OUT/gpu_check.json when $OUT is set), rewritten
 after every stage so a run cut short still leaves what it measured.
 
-On the device machine (one H100, about 6 minutes for both models), from the repository root:
+On the device machine (one H100), from the repository root, with the bitsandbytes wheel in wheels/
+(untracked and not git-ignored, so it travels with the tree):
 
     python benchmarks/gpu_check.py --wheels wheels
+
+Expected to take about 5-7 minutes for both models (an estimate, not yet measured: most of it is
+writing and reading the 8.6 and 16.6 GB bf16 checkpoints); stages not started by --budget-s
+(450 s) are skipped and say so. `--workdir /dev/shm/gpu-check` makes the disk part faster where
+/dev/shm holds 35 GB, at the price of merge times that do not include a real disk.
 
 Needs torch with CUDA, transformers 5.x, peft, accelerate; no network, no vLLM. bitsandbytes for
 QLoRA: when it is not installed, a `bitsandbytes-*.whl` under --wheels is `pip install --no-deps`ed
@@ -54,8 +62,11 @@ from pathlib import Path
 # The device machine has no network: without this, base_config's Hub lookup would wait out its
 # connection retries before falling back to medzoo's kept copy of the config.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Loading/saving progress bars would fill the few KB of output a device run hands back.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # Run from the repository root without installing medzoo (the device machine gets only the tree).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+START = time.perf_counter()  # --budget-s counts from here: the device's limit covers imports too
 
 
 @dataclass(frozen=True)
@@ -77,20 +88,57 @@ GEN_BATCH, GEN_TOKENS = 4, 16
 GIB = 2**30
 
 # --small: every size that sets the cost scaled down, token ids moved below the small vocabulary.
-SMALL_TEXT = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=64, vocab_size=1024)  # fmt: skip
-SMALL_GEMMA = dict(text=dict(query_pre_attn_scalar=64, sliding_window=128,
-                             layer_types=["sliding_attention", "full_attention"]),
-                   vision=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                               num_attention_heads=2, image_size=224),
-                   top=dict(mm_tokens_per_image=64))  # fmt: skip
-SMALL_QWEN = dict(text=dict(), vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2,
-                                           out_hidden_size=256, fullatt_block_indexes=[1], window_size=112),
-                  top=dict())  # fmt: skip
+SMALL_TEXT = {
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 1024,
+}
+SMALL_GEMMA = {
+    "text": {
+        "query_pre_attn_scalar": 64,
+        "sliding_window": 128,
+        "layer_types": ["sliding_attention", "full_attention"],
+    },
+    "vision": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 224,
+    },
+    "top": {"mm_tokens_per_image": 64},  # 16 x 16 patches pooled 2 x 2
+}
+SMALL_QWEN = {
+    "text": {},
+    "vision": {
+        "depth": 2,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_heads": 2,
+        "out_hidden_size": 256,
+        "fullatt_block_indexes": [1],
+        "window_size": 112,
+    },
+    "top": {},
+}
 SMALL_QWEN_SIDE = 224  # 16 x 16 patches -> 64 image tokens
-TOKEN_ID_FIELDS = ("image_token_index", "image_token_id", "boi_token_index", "eoi_token_index",
-                   "vision_start_token_id", "vision_end_token_id", "vision_token_id", "video_token_id",
-                   "bos_token_id", "eos_token_id", "pad_token_id")  # fmt: skip
+TOKEN_ID_FIELDS = (
+    "image_token_index",
+    "image_token_id",
+    "boi_token_index",
+    "eoi_token_index",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "vision_token_id",
+    "video_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 
 
 def log(msg: str) -> None:
@@ -109,7 +157,7 @@ def ensure_bitsandbytes(wheels: Path, workdir: Path) -> dict:
         import bitsandbytes
 
         return {"version": bitsandbytes.__version__, "installed_from": None}
-    except ImportError as e:
+    except Exception as e:  # noqa: BLE001 - a broken CUDA library raises more than ImportError
         missing = f"{type(e).__name__}: {e}"
     found = sorted(wheels.glob("**/bitsandbytes-*.whl")) if wheels.is_dir() else []
     if not found:
@@ -127,7 +175,7 @@ def ensure_bitsandbytes(wheels: Path, workdir: Path) -> dict:
         import bitsandbytes
 
         return {"version": bitsandbytes.__version__, "installed_from": str(wheel)}
-    except Exception as e:  # noqa: BLE001 - a broken CUDA library raises more than ImportError
+    except Exception as e:  # noqa: BLE001
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
         return {"version": None, "error": f"installing {wheel.name} did not help: {e} {tail[0]}".strip()}
 
@@ -198,14 +246,16 @@ def special_ids(config) -> dict:
 def image_inputs(config, recipe, batch: int, small: bool) -> tuple[dict, int, str]:
     """Pixel inputs for `batch` images at the recipe's size and the image tokens each becomes.
 
-    Through the family's own image processor (constructed in code, nothing to download), from
-    random 600x600 photos so the resize runs; random tensors of the same shape if it cannot load."""
+    Through the family's own image processor (constructed in code, nothing to download) from random
+    photos; random tensors of the same shape if it cannot be constructed."""
     import numpy as np
     import torch
 
     rng = np.random.default_rng(0)
-    # Square like the recipes' images (so Qwen's grid is the recipe's square), not at the model's size.
-    photos = [rng.integers(0, 256, (600, 600, 3), dtype=np.uint8) for _ in range(batch)]
+
+    def photos(side: int) -> list:
+        return [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(batch)]
+
     vc = config.vision_config
     if getattr(config, "mm_tokens_per_image", None):  # Gemma 3: a fixed square, a fixed token count
         side = vc.image_size if small else (recipe.image.image_size or vc.image_size)
@@ -213,7 +263,8 @@ def image_inputs(config, recipe, batch: int, small: bool) -> tuple[dict, int, st
             from transformers import Gemma3ImageProcessor
 
             ip = Gemma3ImageProcessor(size={"height": side, "width": side})
-            pixels = {"pixel_values": ip(images=photos, return_tensors="pt")["pixel_values"]}
+            # 600 px: not the model's size, so the resize runs as for a real photo.
+            pixels = {"pixel_values": ip(images=photos(600), return_tensors="pt")["pixel_values"]}
             how = f"{type(ip).__name__} {side}x{side}"
         except Exception as e:  # noqa: BLE001
             pixels, how = {"pixel_values": torch.randn(batch, 3, side, side).clamp(-1, 1)}, f"random tensor ({e})"
@@ -227,7 +278,9 @@ def image_inputs(config, recipe, batch: int, small: bool) -> tuple[dict, int, st
 
         size = {"shortest_edge": side * side, "longest_edge": side * side}
         ip = Qwen2VLImageProcessor(size=size, patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
-        out = ip(images=photos, return_tensors="pt")
+        # At the recipe's size already (MedVision's images are 448 px): a larger photo is shrunk by
+        # smart_resize, whose floor can land one patch row short (600 -> 420 px, not 448).
+        out = ip(images=photos(side), return_tensors="pt")
         pixels = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
         how = f"{type(ip).__name__} {side}x{side}"
     except Exception as e:  # noqa: BLE001
@@ -355,14 +408,16 @@ class Ctx:
     steps: int
 
 
-def build_random(config, device: str, dtype):
+def stage_build(config, device: str, dtype) -> dict:
     """Real-size model with random weights, allocated and initialised on `device` directly (on a GPU
-    the init kernels take seconds; on the CPU first, a 7B model would take minutes to move)."""
+    the init kernels take seconds; built on the CPU first, a 7B model would take minutes to move)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
+    meter = Meter(device).start()
     with torch.device(device):
-        return AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    return {**meter.stop(), "params_gib_by_dtype": param_gib_by_dtype(model), "model": model}
 
 
 def autocast(device: str, dtype):
@@ -491,11 +546,22 @@ class StandInProcessor:
 
 
 def stage_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, family, check: dict) -> dict:
-    """medzoo's merge: base (its saved dtype) + adapter on the device, logits checked, saved."""
-    from medzoo.merge import merge
+    """medzoo's merge: base (its saved dtype) + adapter on the device, logits checked, saved.
 
-    meter = Meter("cuda" if check["input_ids"].is_cuda else "cpu").start()
-    info = merge(str(base_dir), adapter_dir, out_dir, StandInProcessor(), [check], family=family, log=log)
+    Should the logit check refuse the merge (random weights are not what it was tuned on), that is
+    recorded and the merge run again unchecked, so its time, dtype and size are still measured."""
+    from medzoo.merge import MergeError, merge
+
+    device = "cuda" if check["input_ids"].is_cuda else "cpu"
+    meter, refused = Meter(device).start(), None
+    try:
+        info = merge(str(base_dir), adapter_dir, out_dir, StandInProcessor(), [check], family=family, log=log)
+    except MergeError as e:
+        refused = {"check_refused": str(e), "refused_after_seconds": meter.stop()["seconds"]}
+    if refused:  # outside the except block: its traceback would keep the first merged model alive
+        release(device)
+        meter.start()
+        info = merge(str(base_dir), adapter_dir, out_dir, StandInProcessor(), [], family=family, log=log)
     return {
         **meter.stop(),
         "dtype": info["dtype"],
@@ -504,6 +570,7 @@ def stage_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, family, check:
         "base_size_gib": folder_gib(base_dir),
         "max_logit_diff": info["max_logit_diff"],
         "tolerance": info["tolerance"],
+        **(refused or {}),
     }
 
 
@@ -514,7 +581,7 @@ class Run:
     """Results of the whole check, written to --out after every stage."""
 
     def __init__(self, args, header: dict):
-        self.args, self.data, self.t0 = args, {**header, "models": {}}, time.perf_counter()
+        self.args, self.data, self.t0 = args, {**header, "models": {}}, START
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.t0 > self.args.budget_s
@@ -548,7 +615,7 @@ class Run:
 def check_model(run: Run, name: str, bnb: dict) -> None:
     import torch
 
-    args = run.args
+    t0, args = time.perf_counter(), run.args
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     recipe, config, source, family = load_case(name, args.small)
     ctx = Ctx(recipe, family, args.device, dtype, args.steps)
@@ -559,11 +626,10 @@ def check_model(run: Run, name: str, bnb: dict) -> None:
     base_dir, adapter_dir = work / "base", work / "adapter"
     want = set(args.stages)
 
-    built = run.stage(out, "build", lambda: {"model": build_random(config, ctx.device, dtype)})
+    built = run.stage(out, "build", stage_build, config, ctx.device, dtype)
     model = built.get("model")
     if model is None:
         return
-    out["stages"]["build"]["params_gib_by_dtype"] = param_gib_by_dtype(model)
     if want & {"qlora", "merge"}:  # both read the base from disk; saved before LoRA changes its modules
         run.stage(out, "save_base", save_base, model, base_dir)
     if "generate" in want:
@@ -580,6 +646,7 @@ def check_model(run: Run, name: str, bnb: dict) -> None:
         release(ctx.device)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
     run.save()
 
 
@@ -604,7 +671,7 @@ def describe(out: dict, ctx: Ctx, config, case: Case, small: bool) -> tuple[dict
             "optimizer": recipe.train.optimizer,
             "gradient_checkpointing": gc_on,
             "steps": ctx.steps,
-        },  # fmt: skip
+        },
         sequence={
             "tokens": tokens,
             "image_tokens": image_tokens,
@@ -684,7 +751,7 @@ def parse_args():
     ap.add_argument(
         "--out", default=os.path.join(os.environ["OUT"], "gpu_check.json") if os.environ.get("OUT") else None
     )
-    ap.add_argument("--budget-s", type=float, default=540, help="start no stage after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=450, help="start no stage after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the saved base, adapter and merged folders")
     args = ap.parse_args()
     args.models = [m for m in args.models.split(",") if m]
@@ -702,10 +769,13 @@ def main() -> None:
     if bnb["version"] is None:
         log(f"QLoRA will be skipped: bitsandbytes unavailable ({bnb['error']})")
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    run = Run(args, {"device": args.device, "small": args.small, "versions": versions(bnb, args.device)})
+    header = {"device": args.device, "small": args.small, "workdir": args.workdir}
+    run = Run(args, {**header, "versions": versions(bnb, args.device)})
     for name in args.models:
         try:
             check_model(run, name, bnb)

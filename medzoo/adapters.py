@@ -143,11 +143,16 @@ def load_base_for_training(path: str, family, spec, precision: str):
 
 def attach_adapter(model, family, spec, gradient_checkpointing: bool, adapter_path: str | None = None):
     """Wrap the base in a trainable peft model (fresh, or continuing from `adapter_path`)."""
-    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import PeftModel, get_peft_model
 
     if spec.method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
+        # Not peft's prepare_model_for_kbit_training: besides freezing the base it casts every weight
+        # that is not 4-bit (vision tower, projector, embeddings, LM head: 1.09B of MedGemma's 4.3B)
+        # to float32, twice their bf16 memory on a GPU, which costs QLoRA most of its saving. The
+        # adapter's own weights are float32 anyway (peft's autocast_adapter_dtype).
+        for param in model.parameters():
+            param.requires_grad_(False)
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if adapter_path:

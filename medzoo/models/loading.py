@@ -200,4 +200,17 @@ def recipe_base(recipe) -> RecipeBase:
     path = resolve_base(recipe.base, seed=recipe.seed)
     family = family_of(path)
     settings = image_settings(family, recipe.image, path)
-    return RecipeBase(path, family, settings, load_processor(path, settings))
+    processor = load_processor(path, settings)
+    # What the recipe leaves unset is the processor's own (a Hub Qwen's max_pixels is 12845056, not
+    # the 1003520 perceived_size would otherwise assume): prompts state the size the model sees.
+    return RecipeBase(path, family, {**processor_image_settings(processor), **settings}, processor)
+
+
+def processor_image_settings(processor) -> dict:
+    """The processor's own image settings in the recipe's terms (min/max_pixels or image_size)."""
+    size = dict(getattr(processor.image_processor, "size", None) or {})
+    if size.get("longest_edge") and size.get("shortest_edge"):  # Qwen: a pixel-count range
+        return {"min_pixels": int(size["shortest_edge"]), "max_pixels": int(size["longest_edge"])}
+    if size.get("height"):  # Gemma 3: a fixed square
+        return {"image_size": int(size["height"])}
+    return {}

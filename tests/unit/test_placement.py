@@ -182,3 +182,21 @@ def test_reference_engine_ignores_a_models_sampling_defaults(tmp_path):
     gen.update(repetition_penalty=50.0, do_sample=True, temperature=5.0, top_k=3)
     (odd / "generation_config.json").write_text(json.dumps(gen))
     assert HFEngine.load(str(odd), base.processor, stops).generate(requests_from(prepared), 8) == plain
+
+
+def test_a_hub_base_without_recipe_pixels_uses_its_processors_own(tmp_path):
+    """A Hub Qwen's processor allows 12845056 pixels; the prompt's stated size must follow it, not the
+    zoo's limits or a guessed default."""
+    import shutil
+
+    from medzoo.models.loading import recipe_base
+    from medzoo.zoo import build
+
+    folder = tmp_path / "hub-qwen"
+    shutil.copytree(build("tiny-qwen2.5-vl"), folder)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["image_processor"]["size"] = {"shortest_edge": 3136, "longest_edge": 12845056}
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    base = recipe_base(_recipe("phantom-tiny", f"base={folder}"))
+    assert base.image_settings == {"min_pixels": 3136, "max_pixels": 12845056}
+    assert base.family.perceived_size(3000, 2000, base.image_settings) == (2996, 2016)  # kept whole, 28-aligned
