@@ -131,11 +131,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from tests.hub_cache import place  # the same private-cache layout the tests use
+    from tests.hub_cache import hub_env, place  # the same private-cache layout the tests use
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1", "MEDZOO_HOME": str(work / "home")}
+    env = {**os.environ, **hub_env(work / "hf"), "MEDZOO_HOME": str(work / "home")}
     run_dir = work / "run"
     results = []
     folder = work / "medgemma-4b-random"

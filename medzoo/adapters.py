@@ -161,6 +161,10 @@ def attach_adapter(model, family, spec, gradient_checkpointing: bool, adapter_pa
 
 
 def trainable_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
+    """(trainable, total) parameters; under ZeRO-3 a parameter's local tensor is an empty shard and
+    its full size is `ds_numel`."""
+
+    def size(p) -> int:
+        return getattr(p, "ds_numel", p.numel())
+
+    return sum(size(p) for p in model.parameters() if p.requires_grad), sum(size(p) for p in model.parameters())

@@ -75,14 +75,13 @@ def answer(
     image_settings: dict | None = None,
 ) -> list[str]:
     """Greedy answers for prepared prompts from one engine ('hf' or 'vllm')."""
-    from medzoo.models.loading import greedy_generation_config, load_model, stop_token_ids
+    from medzoo.models.loading import load_model, stop_token_ids
 
     stops = stop_token_ids(processor, family)
     if engine == "hf":
         from medzoo.engines import hf_engine
 
         model = load_model(model_path)
-        greedy_generation_config(model)
         return hf_engine.generate(
             model, processor, prepared.prompts, prepared.images, max_new_tokens, stops, progress=progress
         )

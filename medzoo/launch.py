@@ -47,6 +47,17 @@ def config_path(name: str) -> Path:
     return path
 
 
+def check_adapter_fits_config(method: str, config: str | None) -> None:
+    """QLoRA cannot be sharded by ZeRO-3 as medzoo loads it: each rank places its nf4 weights on its
+    own GPU (device_map), which ZeRO-3's partitioning refuses, and partitioning 4-bit storage needs
+    a quant storage dtype set for it. Said before any process starts, not as a failure on every rank."""
+    if method == "qlora" and config and "zero3" in Path(config).stem:
+        raise InvalidValue(
+            f"--config {config}: QLoRA is not sharded with ZeRO-3 here; use --config ddp or zero2 "
+            "(the 4-bit base fits each GPU), or set adapter.method=lora"
+        )
+
+
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 

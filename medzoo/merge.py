@@ -157,7 +157,8 @@ def merge_dtype(base_path: str, requested: str | None = None) -> str:
 
     if requested not in (None, "auto"):
         return resolve_dtype(requested, field="--dtype")
-    return config_dtype(base_path) or resolve_dtype(None)
+    own = config_dtype(base_path)  # checked against the GPU too (bf16 on a T4: pass --dtype float32)
+    return resolve_dtype(own, field=f"merge: the base's dtype ({base_path}; --dtype overrides it)")
 
 
 def _save_merged(merged, folder: Path, base_path: str, processor, family) -> None:
@@ -208,7 +209,13 @@ def write_added_tokens_decoder(folder: Path, tokenizer) -> None:
 
 
 def merge_for_recipe(
-    recipe, adapter: str | None = None, out: str | None = None, n_check: int = 4, force: bool = False, log=print
+    recipe,
+    adapter: str | None = None,
+    out: str | None = None,
+    n_check: int = 4,
+    force: bool = False,
+    dtype: str | None = None,
+    log=print,
 ) -> dict:
     """`medzoo merge RECIPE`: the recipe's trained adapter (or `adapter`) into `<run_dir>/merged`."""
     from medzoo.data.sources import first_rows
@@ -231,4 +238,6 @@ def merge_for_recipe(
     )
     out_dir = Path(out) if out else recipe.run_path() / "merged"
     checks = verification_inputs(base.processor, prepared, n_check)
-    return merge(base.path, adapter_dir, out_dir, base.processor, checks, force=force, family=base.family, log=log)
+    return merge(
+        base.path, adapter_dir, out_dir, base.processor, checks, dtype=dtype, force=force, family=base.family, log=log
+    )

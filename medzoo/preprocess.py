@@ -305,7 +305,7 @@ class Collator:
         import numpy as np
 
         values = np.asarray(values)
-        if values.dtype != np.uint8:
+        if values.dtype.kind not in "ui":  # datasets' numpy format hands the stored uint8 back as int64
             return values
         if self.codec is None:
             raise InvalidValue("preprocessed pixels are uint8 but the collator was given no PixelCodec to decode them")

@@ -68,7 +68,7 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
     from medzoo.engines.vllm_cli import vllm_command
     from medzoo.engines.vllm_engine import cpu_environment, engine_kwargs, has_cuda, lora_settings
     from medzoo.merge import adapter_vllm_blocker
-    from medzoo.models.loading import recipe_base
+    from medzoo.models.loading import model_context, recipe_base
     from medzoo.run import RunDir
 
     base = base or recipe_base(recipe)
@@ -83,7 +83,7 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
                 f"serve a merged copy instead (`medzoo merge {recipe.name}`, then `vllm serve` its folder)"
             )
     images, needed = served_shape(recipe, base)
-    settings = lora_settings(adapters, base.family, **engine_settings(recipe, needed))
+    settings = lora_settings(adapters, base.family, **engine_settings(recipe, needed, model_context(base.path)))
     on_cuda = has_cuda()
     kwargs = engine_kwargs(base.path, settings, images, base.image_settings, on_cuda=on_cuda)
     model = kwargs.pop("model")

@@ -15,6 +15,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The tests pin the CPU path (float32, eager vLLM) whatever the host has, and never find a real model
+# in the machine's Hugging Face cache: an empty hub cache of their own (tests/hub_cache.py fills
+# private ones under Hub ids where a test needs them).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ["HF_HUB_CACHE"] = str(Path(__file__).resolve().parent.parent / ".medzoo-test" / "empty-hf-hub")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("MEDZOO_TEST_HOME", str(REPO / ".medzoo-test"))
 os.environ["MEDZOO_HOME"] = os.environ["MEDZOO_TEST_HOME"]

@@ -14,6 +14,11 @@ from pathlib import Path
 REVISION = "0" * 40
 
 
+def hub_env(hf_home: Path) -> dict[str, str]:
+    """The environment that makes a process find models in `hf_home`'s cache, offline."""
+    return {"HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1"}
+
+
 def place(hf_home: Path, repo_id: str, folder: Path) -> Path:
     """Copy a model folder into `hf_home`'s cache as `repo_id`; returns the snapshot folder."""
     repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"

@@ -134,23 +134,30 @@ def served_shape(recipe, base) -> tuple[int, int]:
     """(images per prompt, tokens a served sequence needs) for a server that has not seen the
     prompts: the recipe's most images per example at the image settings' largest size, the text
     allowance and the answer budget."""
+    from medzoo.errors import MissingState
     from medzoo.models.loading import image_token_bound
 
-    images = max_images_per_example(recipe)
+    try:
+        images = max_images_per_example(recipe)
+    except MissingState:  # serving needs the base, not the training data: one image, as vLLM's default
+        images = 1
     per_image = image_token_bound(base.processor, base.family, base.image_settings)
     return images, images * per_image + SERVED_TEXT_TOKENS + recipe.bench.max_new_tokens
 
 
-def engine_settings(recipe, needed_tokens: int | None = None) -> dict:
+def engine_settings(recipe, needed_tokens: int | None = None, model_limit: int | None = None) -> dict:
     """The recipe's vLLM engine settings (bench.*): dtype, context length, GPU memory share, eager
     mode and scaling. The context is bench.max_model_len, else what the longest prompt needs
-    (medzoo.models.loading.context_length) rounded up to 256, never below vLLM_engine's default."""
+    (medzoo.models.loading.context_length) rounded up to 256, never below vllm_engine's default nor
+    above `model_limit` (the model's max_position_embeddings)."""
     from medzoo.engines.vllm_engine import DEFAULT_MAX_MODEL_LEN
 
     b = recipe.bench
     max_len = b.max_model_len
     if max_len is None and needed_tokens is not None:
         max_len = max(DEFAULT_MAX_MODEL_LEN, -(-needed_tokens // 256) * 256)
+        if model_limit:  # never past the model's own context (vLLM refuses to start)
+            max_len = min(max_len, model_limit)
     return {
         "dtype": b.dtype,
         "max_model_len": max_len,

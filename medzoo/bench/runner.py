@@ -124,7 +124,7 @@ def _default_models(recipe, adapters, log) -> list[str]:
 
 def _engine_context(recipe, base, prepared: dict) -> dict:
     """What every engine needs to load the base and generate: paths, processor, stops, limits."""
-    from medzoo.models.loading import context_length, stop_token_ids
+    from medzoo.models.loading import context_length, model_context, stop_token_ids
 
     needed = max(
         (
@@ -143,7 +143,7 @@ def _engine_context(recipe, base, prepared: dict) -> dict:
         "max_new_tokens": recipe.bench.max_new_tokens,
         "stops": stop_token_ids(base.processor, base.family),
         "max_images": max((len(im) for p in prepared.values() for im in p.images), default=1),
-        "engine": engine_settings(recipe, needed),
+        "engine": engine_settings(recipe, needed, model_context(base.path)),
     }
 
 

@@ -53,6 +53,7 @@ def train(
     from medzoo.train import train as run_train
 
     r = load_chosen_recipe(recipe, overrides)
+    launch.check_adapter_fits_config(r.adapter.method, launch_config)
     if (nproc or launcher or launch_config) and not launch.launched():
         import subprocess
 

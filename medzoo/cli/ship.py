@@ -167,13 +167,20 @@ def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
     "--check", "n_check", default=4, show_default=True, help="Examples whose logits must agree before saving."
 )
 @click.option("--force", is_flag=True, help="Merge again even if the folder holds this adapter's merge.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bfloat16", "float16", "float32"]),
+    default="auto",
+    show_default=True,
+    help="The merged weights' dtype (auto: the base's own, e.g. bf16 for a Hub MedGemma).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def merge(recipe, adapter, out, n_check, force, overrides):
+def merge(recipe, adapter, out, n_check, force, dtype, overrides):
     """Merge the adapter into the full-precision base (checked logits) and save a loadable folder."""
     from medzoo.merge import merge_for_recipe
 
     r = load_chosen_recipe(recipe, overrides)
-    info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, log=click.echo)
+    info = merge_for_recipe(r, adapter=adapter, out=out, n_check=n_check, force=force, dtype=dtype, log=click.echo)
     click.echo(json.dumps(info, indent=2))
 
 

@@ -16,7 +16,12 @@ def generate(
     import torch
     from tqdm.auto import tqdm
 
+    from medzoo.models.loading import greedy_generation_config
     from medzoo.models.placement import to_model
+
+    # Every caller decodes greedily with no penalty from the model's generation_config (training's
+    # held-out evaluation too); under peft, generate() reads the wrapped model's config.
+    greedy_generation_config(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
     tok = processor.tokenizer
     tok.padding_side = "left"
@@ -48,10 +53,9 @@ class HFEngine:
 
     @classmethod
     def load(cls, model_path: str, processor, stop_ids: list[int], adapter: str | None = None, batch_size: int = 16):
-        from medzoo.models.loading import greedy_generation_config, load_model
+        from medzoo.models.loading import load_model
 
         model = load_model(model_path)
-        greedy_generation_config(model)
         if adapter:
             from peft import PeftModel
 

@@ -50,8 +50,10 @@ def answer_margin(model, processor, prompt: str, images: list, reference: str, o
                 else torch.zeros_like(prefix)
             )
             inputs[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+    from medzoo.models.placement import to_model
+
     with torch.inference_mode():
-        logits = model(**inputs).logits[0, -1].float()
+        logits = model(**to_model(inputs, model)).logits[0, -1].float()
     return float(logits[ref[k]] - logits[oth[k]])
 
 

@@ -66,12 +66,12 @@ def base_file(base: str, name: str) -> Path | None:
 
     try:
         return Path(hf_hub_download(base, name))
-    except EntryNotFoundError:
-        return None
-    except LocalEntryNotFoundError as e:  # offline and not cached: the export would fail later, say so now
+    except LocalEntryNotFoundError as e:  # offline and not cached (a subclass of the next: caught first)
         raise MissingState(
             f"base: {base}: {name} is not in the Hugging Face cache ({hub_unavailable_reason(e)})"
         ) from e
+    except EntryNotFoundError:  # the Hub says the model has no such file
+        return None
 
 
 def family_of(path: str) -> Family:
@@ -173,6 +173,15 @@ def context_length(
         for ids, imgs in zip(texts, images)
     )
     return longest + answer
+
+
+def model_context(path: str) -> int | None:
+    """The longest sequence the model was built for (its text config's max_position_embeddings)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    text = getattr(config, "text_config", None) or config
+    return getattr(text, "max_position_embeddings", None)
 
 
 def stop_token_ids(processor, family: Family) -> list[int]:

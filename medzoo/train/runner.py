@@ -234,6 +234,8 @@ def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
     )
     seconds = time.perf_counter() - t0
     eval_metrics = trainer.evaluate()
+    with gathered_adapter(model):  # under ZeRO-3 the weights are shards until gathered (every rank)
+        final_sha = adapter_digest(model)
     return {
         "stage": stage.dirname,
         "train_examples": len(train_ds),
@@ -242,7 +244,7 @@ def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
         "eval_loss": eval_metrics.get("eval_loss"),
         "eval_loss_before": eval_before,
         "initial_adapter_sha": initial_sha,
-        "final_adapter_sha": adapter_digest(model),
+        "final_adapter_sha": final_sha,
         "seconds": round(seconds, 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "resumed_from": checkpoint,

@@ -46,13 +46,13 @@ HUB_BASES = {
 @pytest.mark.parametrize("recipe", ["phantom-tiny", "phantom-tiny-gemma"])
 def test_export_gguf_quantises_and_matches_merged_model(recipe, tmp_path):
     """train -> bench -> merge -> export (f16 parity) -> card with `base: <Hub id>`, per family."""
-    from hub_cache import place
+    from hub_cache import hub_env, place
 
     from medzoo.zoo import build
 
     hub_id, zoo_name = HUB_BASES[recipe]
     snapshot = place(tmp_path / "hf", hub_id, build(zoo_name))
-    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env = hub_env(tmp_path / "hf")
     run = tmp_path / "run"
     sets = ["--set", f"run_dir={run}", "--set", f"base={hub_id}", *TRAIN]
     run_medzoo("train", recipe, *sets, env=env)

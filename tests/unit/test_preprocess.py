@@ -146,3 +146,28 @@ def test_context_length_covers_exactly_what_the_processor_makes_of_two_images():
     need = context_length(proc, family, settings, [prompt], [images], answer=64)
     assert actual + 64 <= need <= actual + 64 + 2  # the two placeholder tokens counted once more
     assert image_token_bound(proc, family, settings) == 112 * 112 * 4 // (28 * 28)
+
+
+@pytest.mark.parametrize("recipe_name", ["phantom-tiny", "phantom-tiny-gemma"])
+def test_training_batches_from_the_cache_carry_the_processors_pixels(recipe_name, tmp_path, monkeypatch):
+    """Cache -> datasets' numpy format (which widens uint8 to int64) -> collator: the batch the model
+    trains on holds the processor's normalised floats, not 0..255."""
+    import numpy as np
+
+    from medzoo.preprocess import PixelCodec
+    from medzoo.recipe import load_recipe, prompt_settings
+    from medzoo.train.data import TrainContext, prepare_split, raw_rows
+
+    monkeypatch.setenv("MEDZOO_HOME", str(tmp_path))  # a cache built here, by this code
+    recipe = load_recipe(recipe_name, ["data.n_train=8", "data.n_val=4", "data.n_test=4"])
+    ctx = TrainContext.for_recipe(recipe)
+    ds, hit = prepare_split(ctx, recipe.data, "validation", 2)
+    assert not hit
+    collate = Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor))
+    batch = collate([ds[0]])
+    first = ds.with_format(None)[0]["id"]
+    row = next(r for r in raw_rows(ctx, recipe.data, "validation", 4) if r["id"] == first)
+    enc = Encoder(ctx.processor, ctx.family, prompt_settings(recipe), recipe.prompts.train_mode, ctx.image_settings)
+    expected = np.asarray(enc.encode(row)["pixel_values"], dtype=np.float32)
+    assert batch["pixel_values"].dtype.is_floating_point
+    assert np.abs(batch["pixel_values"].numpy() - expected).max() < 1e-6
