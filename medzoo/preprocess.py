@@ -188,14 +188,15 @@ class Encoder:
 
 @dataclass(frozen=True)
 class PixelCodec:
-    """Processor pixels <-> the uint8 values they were computed from, 4x smaller on disk.
+    """Processor pixels <-> the uint8 values they were computed from, 4x smaller on disk, bit-exact.
 
-    An image processor rescales 8-bit pixels (x / 255) and normalises them per channel
-    ((x - mean) / std) after resizing them as 8-bit images, so each float is one of 256 values per
-    channel and the uint8 value is recovered exactly. Both pixel layouts put the channel on axis 1 of
-    `reshape(n, 3, -1)`: Gemma's (images, 3, H, W) and Qwen's (patches, 3 x temporal x patch x patch).
-    Decoding gives the processor's floats to within float32 rounding (Gemma: identical; Qwen: at
-    most 5e-7, measured). A processor for which that does not hold is caught by `encode`.
+    An image processor resizes 8-bit images, then rescales (x / 255) and normalises per channel
+    ((x - mean) / std), so each float is one of 256 values per channel and the uint8 value is
+    recovered exactly. Both pixel layouts put the channel on axis 1 of `reshape(n, 3, -1)`: Gemma's
+    (images, 3, H, W) and Qwen's (patches, 3 x temporal x patch x patch). `decode` repeats the
+    arithmetic of transformers' torchvision backend (rescale fused into mean and std, float32), so
+    training sees the very floats the processor made; `encode` refuses pixels it cannot give back
+    bit for bit (another processor's arithmetic), never storing an approximation.
 
     MedGemma's 896 px pixels are 9.6 MB per example in float32 and 2.4 MB here: the Kvasir
     recipe's 5000 rows ~48 GB -> ~12 GB. (Keeping only the source image would be smaller still but
@@ -215,28 +216,23 @@ class PixelCodec:
             return None
         return cls(tuple(map(float, mean)), tuple(map(float, std)), float(ip.rescale_factor))
 
-    def _affine(self):
-        import numpy as np
-
-        return np.array(self.mean)[None, :, None], np.array(self.std)[None, :, None]
-
     def encode(self, pixels):
-        """uint8 values of `pixels`, or None when they are not 8-bit values rescaled and normalised."""
+        """uint8 values that decode to exactly `pixels`, or None when there are none."""
         import numpy as np
 
-        mean, std = self._affine()
+        mean, std = np.array(self.mean)[None, :, None], np.array(self.std)[None, :, None]
         x = (pixels.reshape(pixels.shape[0], 3, -1).astype(np.float64) * std + mean) / self.scale
-        q = np.round(x)
-        if np.abs(x - q).max() > 1e-3 or q.min() < 0 or q.max() > 255:
-            return None
-        return q.astype(np.uint8).reshape(pixels.shape)
+        q = np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(pixels.shape)
+        return q if np.array_equal(self.decode(q), pixels) else None
 
     def decode(self, values):
-        import numpy as np
+        import torch
 
-        mean, std = self._affine()
-        x = (values.reshape(values.shape[0], 3, -1).astype(np.float64) * self.scale - mean) / std
-        return x.astype(np.float32).reshape(values.shape)
+        # As transformers' TorchvisionBackend.rescale_and_normalize computes it (float32, fused).
+        mean = torch.tensor(self.mean) * (1.0 / self.scale)
+        std = torch.tensor(self.std) * (1.0 / self.scale)
+        x = torch.as_tensor(values).reshape(values.shape[0], 3, -1).to(torch.float32)
+        return ((x - mean[None, :, None]) / std[None, :, None]).reshape(values.shape).numpy()
 
 
 def encode_dataset(ds, encoder: Encoder, desc: str = "preprocess"):

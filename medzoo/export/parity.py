@@ -189,12 +189,19 @@ def _template_checks(gguf: Path, processor, prepared) -> tuple[bool | None, str 
 def parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int, leave_output_tensor: bool, log):
     """The merged HF model vs each GGUF on the same bench examples, greedy, through the engines."""
     from medzoo.engines.llama_cpp import LlamaCppEngine, image_token_budget
+    from medzoo.models.loading import context_length
 
     ref = _reference(recipe, merged, base, n_parity)
     budget = image_token_budget(base.processor)
+    # llama.cpp's context holds the longest parity prompt (several large images can pass 2048 tokens)
+    need = context_length(
+        base.processor, base.family, base.image_settings, ref.prepared.prompts, ref.prepared.images,
+        recipe.bench.max_new_tokens,
+    )  # fmt: skip
+    n_ctx = max(2048, -(-need // 256) * 256)
     table, answers_of = [], {}  # quant -> its answers, for the near-tie check below
     for q in files:
-        gguf = LlamaCppEngine.load(files[q], mmproj, budget)
+        gguf = LlamaCppEngine.load(files[q], mmproj, budget, n_ctx)
         answers_of[q] = gguf.generate(ref.requests, recipe.bench.max_new_tokens)
         gguf.close()
         table.append(_quant_row(q, files[q], answers_of[q], ref, leave_output_tensor, log))

@@ -46,7 +46,7 @@ def _flare_style_data(folder, n: int = 4) -> None:
 
 
 def _recipe(tmp_path):
-    _flare_style_data(tmp_path / "data", n=12)
+    _flare_style_data(tmp_path / "data", n=30)  # 20+ records: a test split is carved (3 here)
     recipe = tmp_path / "flare-two-images.yaml"
     recipe.write_text(
         "extends: qwen3vl-flare25-tiny\n"

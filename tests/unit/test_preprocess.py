@@ -106,7 +106,7 @@ def test_unreadable_images_and_nan_answers_are_dropped_and_counted():
 @pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-gemma3"])
 def test_cache_pixels_are_uint8_and_decode_to_the_processors_floats(name):
     """The preprocessed cache stores 1 byte per pixel value, not 4; the collator gives training the
-    processor's own floats back (Gemma: bit for bit; Qwen: within float32 rounding)."""
+    processor's own floats back, bit for bit."""
     import numpy as np
     from PIL import Image
 
@@ -123,7 +123,7 @@ def test_cache_pixels_are_uint8_and_decode_to_the_processors_floats(name):
         pixels = proc.image_processor(images=[image], return_tensors="np")["pixel_values"].astype(np.float32)
         stored = codec.encode(pixels)
         assert stored.dtype == np.uint8 and stored.nbytes * 4 == pixels.nbytes
-        assert np.abs(codec.decode(stored) - pixels).max() < 1e-6
+        assert np.array_equal(codec.decode(stored), pixels)  # bit for bit
     assert codec.encode(pixels + 0.01) is None  # not 8-bit values: refused, never silently rounded
 
 
@@ -170,4 +170,4 @@ def test_training_batches_from_the_cache_carry_the_processors_pixels(recipe_name
     enc = Encoder(ctx.processor, ctx.family, prompt_settings(recipe), recipe.prompts.train_mode, ctx.image_settings)
     expected = np.asarray(enc.encode(row)["pixel_values"], dtype=np.float32)
     assert batch["pixel_values"].dtype.is_floating_point
-    assert np.abs(batch["pixel_values"].numpy() - expected).max() < 1e-6
+    assert np.array_equal(batch["pixel_values"].numpy(), expected)

@@ -51,3 +51,43 @@ def test_a_stage_can_train_on_some_question_categories_only():
         ValueError, match=r"categories \['locaton'\] match no train rows \(the dataset has: colour, counting"
     ):
         prepare_split(ctx, recipe.data, "train", None, categories=["locaton"])
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_gradient_checkpointing_gives_the_same_adapter_gradients(method, tmp_path, monkeypatch):
+    """The real recipes train with gradient checkpointing (recomputing activations in the backward
+    pass to save memory): the adapter's gradients must be those of a plain backward pass, for LoRA
+    and for QLoRA (whose base is frozen by medzoo, not peft's prepare_model_for_kbit_training)."""
+    import torch
+
+    from medzoo.adapters import attach_adapter, load_base_for_training
+    from medzoo.preprocess import Collator, PixelCodec
+    from medzoo.recipe import load_recipe
+    from medzoo.train.data import TrainContext, prepare_split
+    from medzoo.train.trainer import answer_only_loss
+
+    monkeypatch.setenv("MEDZOO_HOME", str(tmp_path))
+    recipe = load_recipe(
+        "phantom-tiny", ["data.n_train=8", "data.n_val=4", "data.n_test=4", f"adapter.method={method}"]
+    )
+    ctx = TrainContext.for_recipe(recipe)
+    ds, _ = prepare_split(ctx, recipe.data, "validation", 4)
+    batch = Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor))(
+        [ds[i] for i in range(len(ds))]
+    )
+
+    def grads(checkpointing: bool) -> dict:
+        torch.manual_seed(0)
+        base = load_base_for_training(ctx.model_path, ctx.family, recipe.adapter, "fp32")
+        model = attach_adapter(base, ctx.family, recipe.adapter, checkpointing)
+        model.train()
+        assert model.base_model.model.is_gradient_checkpointing == checkpointing
+        assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+        answer_only_loss(model, dict(batch)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys() and plain
+    assert any(g.abs().sum() > 0 for g in plain.values())  # lora_B starts at zero: lora_A's gradient is 0
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6, rtol=1e-4), name
