@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,6 +79,9 @@ def build(folder: Path, tokenizer_dir: Path) -> None:
     del model
     use_hub_vision_layout(folder)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # The Hub repository has the SentencePiece model beside tokenizer.json (transformers 5 saves only
+    # the latter); llama.cpp's converter reads Gemma's vocabulary from it.
+    shutil.copy2(tokenizer_dir / "tokenizer.model", folder / "tokenizer.model")
     image_processor = Gemma3ImageProcessor(size={"height": 896, "width": 896})
     Gemma3Processor(
         image_processor=image_processor,

@@ -18,6 +18,16 @@ from conftest import MEDZOO, run_medzoo
 pytestmark = pytest.mark.slow
 
 
+# A FLARE-style instruction: with two images at 980 tokens each, the prompt passes 2048 tokens.
+QUESTION = (
+    "You are given two ultrasound frames of the same patient, acquired at the first visit and at the "
+    "follow-up visit. Compare the highlighted lesion in both frames. Consider its position relative to "
+    "the surrounding tissue, its outline, its echogenicity and its size along the longest axis. Report "
+    "whether the lesion in the second frame is larger than in the first frame, answering with yes or no "
+    "only, without any explanation. If the lesion is not visible in one of the frames, answer no. "
+) * 2
+
+
 def _flare_style_data(folder, n: int = 4) -> None:
     """Two 1280 x 960 images per record (smooth, so the PNGs stay small), conversation JSON."""
     import numpy as np
@@ -37,7 +47,7 @@ def _flare_style_data(folder, n: int = 4) -> None:
                 "id": i,
                 "image": [f"{i}-0.png", f"{i}-1.png"],
                 "conversations": [
-                    {"from": "human", "value": "<image>\n<image>\nIs the red finding in the second scan larger?"},
+                    {"from": "human", "value": "<image>\n<image>\n" + QUESTION},
                     {"from": "gpt", "value": "no"},
                 ],
             }
