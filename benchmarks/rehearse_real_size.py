@@ -135,6 +135,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests/
     from tests.hub_cache import hub_env, place  # the same private-cache layout the tests use
 
     work = args.work
@@ -153,7 +154,7 @@ def main() -> int:
     medzoo = [sys.executable, "-m", "medzoo.cli"]
     sets = [x for s in [*SETS, f"run_dir={run_dir}"] for x in ("--set", s)]
     plan = [
-        ("train", [*medzoo, "train", RECIPE, "--overwrite", *sets], run_dir / "adapter"),
+        ("train", [*medzoo, "train", RECIPE, "--resume", *sets], run_dir / "adapter"),  # reuses a finished run
         ("merge", [*medzoo, "merge", RECIPE, *sets], run_dir / "merged"),
         (
             "export",

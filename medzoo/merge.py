@@ -84,11 +84,12 @@ def _logits(model, inputs: list[dict]):
 def merge_tolerance(dtype: str, logits: list) -> float:
     """The largest |logit| difference merged vs base+adapter that is still rounding.
 
-    float32: 1e-3 (measured ~5e-6). bf16/fp16 round W + BA to 8 / 11 mantissa bits, so the
-    difference grows with the logits themselves: 2% of the largest |logit| (bf16's step is 0.4%)."""
+    float32: 1e-3 (measured ~5e-6). bf16/fp16 round W + BA to 8 / 11 mantissa bits (a step of 0.4%
+    for bf16), and the rounding compounds over the layers: 5% of the largest |logit|. Measured at
+    real size (MedGemma-4B's architecture, bf16, 34 layers, benchmarks/rehearse_real_size.py): 3.1%."""
     if dtype == "float32" or not logits:
         return 1e-3
-    return 0.02 * max(float(x.abs().max()) for x in logits)
+    return 0.05 * max(float(x.abs().max()) for x in logits)
 
 
 def merge(
