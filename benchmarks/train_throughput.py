@@ -37,7 +37,7 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
     import torch
 
     from medzoo.adapters import attach_adapter, load_base_for_training
-    from medzoo.preprocess import Collator, PixelCodec
+    from medzoo.preprocess import Collator
     from medzoo.train import choose_threads, prepare_split, stages_of, trainer_class, training_args
 
     t_start = time.perf_counter()
@@ -62,7 +62,7 @@ def run_medzoo(recipe_name: str, steps: int, batch: int, out: str) -> dict:
         model=model,
         args=args,
         train_dataset=train_ds,
-        data_collator=Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor)),
+        data_collator=Collator.for_processor(ctx.processor),
     )
     t0 = time.perf_counter()
     trainer.train()

@@ -270,6 +270,11 @@ class Collator:
         self.pad_id = pad_id
         self.codec = codec
 
+    @classmethod
+    def for_processor(cls, processor) -> Collator:
+        """The collator for data this processor encoded (its pad token, its pixel codec)."""
+        return cls(processor.tokenizer.pad_token_id, PixelCodec.of(processor.image_processor))
+
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 

@@ -143,21 +143,27 @@ def image_token_count(processor, family: Family, width: int, height: int, settin
     """Prompt tokens one image of this size becomes: Gemma 3 a fixed count (`image_seq_length`,
     256 for MedGemma); Qwen one per (patch x merge)^2 pixels after its resize (28 px squares for
     Qwen2/2.5-VL, 32 px for Qwen3-VL, so 1003520 max_pixels is up to 1280 / 980 tokens)."""
-    if getattr(processor, "image_seq_length", None):
-        return int(processor.image_seq_length)
-    ip = processor.image_processor
-    unit = ip.patch_size * ip.merge_size
+    fixed, unit = _image_token_rule(processor)
+    if fixed:
+        return fixed
     w, h = family.perceived_size(width, height, settings)
     return (w // unit) * (h // unit)
 
 
+def _image_token_rule(processor) -> tuple[int | None, int]:
+    """(Gemma 3's fixed tokens per image, or None; else Qwen's pixels per token side: patch x merge)."""
+    if getattr(processor, "image_seq_length", None):
+        return int(processor.image_seq_length), 0
+    ip = processor.image_processor
+    return None, ip.patch_size * ip.merge_size
+
+
 def image_token_bound(processor, family: Family, settings: dict) -> int:
     """The most prompt tokens one image can become under these image settings (no image read)."""
-    if getattr(processor, "image_seq_length", None):
-        return int(processor.image_seq_length)
-    ip = processor.image_processor
-    unit = ip.patch_size * ip.merge_size
-    return int(settings.get("max_pixels") or ip.size["longest_edge"]) // (unit * unit)
+    fixed, unit = _image_token_rule(processor)
+    if fixed:
+        return fixed
+    return int(settings.get("max_pixels") or processor.image_processor.size["longest_edge"]) // (unit * unit)
 
 
 def context_length(

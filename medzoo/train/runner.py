@@ -179,7 +179,7 @@ class _StageRun:
         from transformers import set_seed
 
         from medzoo.adapters import attach_adapter
-        from medzoo.preprocess import Collator, PixelCodec
+        from medzoo.preprocess import Collator
 
         recipe = self.recipe
         if self.model is None:
@@ -206,9 +206,7 @@ class _StageRun:
             args=args,
             train_dataset=train_ds,
             eval_dataset=val_ds,
-            data_collator=Collator(
-                self.ctx.processor.tokenizer.pad_token_id, PixelCodec.of(self.ctx.processor.image_processor)
-            ),
+            data_collator=Collator.for_processor(self.ctx.processor),
             callbacks=[checkpoint_marker_callback()]
             + ([progress_callback()] if self.progress else [])
             + list(self.callbacks or []),

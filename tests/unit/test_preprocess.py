@@ -154,7 +154,6 @@ def test_training_batches_from_the_cache_carry_the_processors_pixels(recipe_name
     trains on holds the processor's normalised floats, not 0..255."""
     import numpy as np
 
-    from medzoo.preprocess import PixelCodec
     from medzoo.recipe import load_recipe, prompt_settings
     from medzoo.train.data import TrainContext, prepare_split, raw_rows
 
@@ -163,7 +162,7 @@ def test_training_batches_from_the_cache_carry_the_processors_pixels(recipe_name
     ctx = TrainContext.for_recipe(recipe)
     ds, hit = prepare_split(ctx, recipe.data, "validation", 2)
     assert not hit
-    collate = Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor))
+    collate = Collator.for_processor(ctx.processor)
     batch = collate([ds[0]])
     first = ds.with_format(None)[0]["id"]
     row = next(r for r in raw_rows(ctx, recipe.data, "validation", 4) if r["id"] == first)

@@ -61,7 +61,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(method, tmp_pat
     import torch
 
     from medzoo.adapters import attach_adapter, load_base_for_training
-    from medzoo.preprocess import Collator, PixelCodec
+    from medzoo.preprocess import Collator
     from medzoo.recipe import load_recipe
     from medzoo.train.data import TrainContext, prepare_split
     from medzoo.train.trainer import answer_only_loss
@@ -72,9 +72,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(method, tmp_pat
     )
     ctx = TrainContext.for_recipe(recipe)
     ds, _ = prepare_split(ctx, recipe.data, "validation", 4)
-    batch = Collator(ctx.processor.tokenizer.pad_token_id, PixelCodec.of(ctx.processor.image_processor))(
-        [ds[i] for i in range(len(ds))]
-    )
+    batch = Collator.for_processor(ctx.processor)([ds[i] for i in range(len(ds))])
 
     def grads(checkpointing: bool) -> dict:
         torch.manual_seed(0)
