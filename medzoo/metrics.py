@@ -154,3 +154,32 @@ def summarize_detection(preds: list[str], refs: list[str]) -> dict:
         "mean_iou": sum(ious) / n if n else 0.0,
         "acc_iou_0.5": sum(i >= 0.5 for i in ious) / n if n else 0.0,
     }
+
+
+# What each reported figure means, carried with the numbers into summary.json, the tables' footnotes
+# and the model card: a figure is only comparable with another of the same definition.
+DEFINITIONS = {
+    "exact_match": "share of answers equal to the reference after normalisation (lower case, articles, "
+    "punctuation and surrounding spaces removed; decimal points and hyphens kept); mean over examples",
+    "accuracy": "closed questions: the exact match above, over the task's examples",
+    "token_f1": "SQuAD token F1 between the normalised answer and reference (harmonic mean of token "
+    "precision and recall; 0 when no token is shared); mean over examples",
+    "rouge_l": "ROUGE-L F-measure (longest common token subsequence, beta 1) on normalised tokens; mean over examples",
+    "bertscore_f1": "BERTScore F1 (greedy cosine matching of contextual token embeddings, no baseline "
+    "rescaling) with the model named in the summary; mean over examples",
+    "parse_rate": "share of answers (measurement: of values) from which the expected numbers could be parsed",
+    "mae": "mean absolute error over every reference value (a value not parsed counts as an error of "
+    "|reference|); first numbers in the answer, in order",
+    "mre": "mean relative error |answer - reference| / |reference| over every reference value (a value not "
+    "parsed counts as 1)",
+    "share_mre_lt_0.1": "share of reference values answered within 10% relative error (each axis counted "
+    "separately; a value not parsed is a failure)",
+    "share_mre_lt_0.2": "share of reference values answered within 20% relative error (each axis counted "
+    "separately; a value not parsed is a failure)",
+    "share_mre_lt_0.3": "share of reference values answered within 30% relative error (each axis counted "
+    "separately; a value not parsed is a failure)",
+    "parsed_only_mre": "the mean relative error over parsed values only (beside parse_rate)",
+    "mean_iou": "mean intersection over union of the answered box (first four numbers as x1, y1, x2, y2) "
+    "with the reference box; an answer without a valid box counts as IoU 0",
+    "acc_iou_0.5": "share of examples whose answered box has IoU >= 0.5 with the reference (no valid box: a failure)",
+}

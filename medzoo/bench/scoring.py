@@ -43,3 +43,27 @@ def primary_score(task: str, prediction: str, reference: str) -> float:
     if task == "detection":
         return float(m["iou"] >= 0.5)
     return m["exact_match"]
+
+
+def observations(task: str, scores: dict, reference: str) -> dict[str, list[float]]:
+    """One example's contribution to each per-task figure of the summary (measurement tasks: one
+    value per axis), so that a figure is the mean of its observations over the examples: the unit
+    of medzoo.bench.stats' intervals and paired tests. A failed parse counts as a failure here
+    exactly as in medzoo.metrics' summaries (relative error 1, absolute error |reference|, IoU 0)."""
+    from medzoo import metrics
+
+    if task in MEASUREMENT_VALUES:
+        refs = metrics.parse_numbers(reference)[: MEASUREMENT_VALUES[task]]
+        rel = [1.0 if r is None else r for r in scores["rel_error"]]
+        absolute = [abs(ref) if a is None else a for a, ref in zip(scores["abs_error"], refs)]
+        out = {"parse_rate": [float(r is not None) for r in scores["rel_error"]], "mae": absolute, "mre": rel}
+        out.update({f"share_mre_lt_{t}": [float(x < t) for x in rel] for t in metrics.MRE_THRESHOLDS})
+        return out
+    if task == "detection":
+        iou = scores["iou"]
+        return {"parse_rate": [float(scores["parsed"])], "mean_iou": [iou], "acc_iou_0.5": [float(iou >= 0.5)]}
+    return {
+        "exact_match": [scores["exact_match"]],
+        "accuracy": [scores["exact_match"]],
+        "token_f1": [scores["token_f1"]],
+    }
