@@ -11,6 +11,21 @@ from pathlib import Path
 from medzoo.errors import InvalidValue, MissingState
 
 
+def adapter_digest(adapter_dir: str | Path) -> str:
+    """sha256 of the adapter's weights and config: identifies what a merged copy was made from."""
+    import hashlib
+
+    adapter_dir = Path(adapter_dir)
+    read_adapter_config(adapter_dir)  # a garbage config is one line here, not peft's traceback later
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        p = adapter_dir / name
+        if not p.exists():
+            raise MissingState(f"{adapter_dir}: not a peft adapter folder (missing {name})")
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def read_adapter_config(adapter_dir) -> dict:
     """A peft adapter folder's adapter_config.json, or a one-line error naming the file."""
     import json

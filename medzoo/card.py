@@ -25,12 +25,27 @@ DISCLAIMER = (
 INDEX_METRICS = {t.name: list(t.index_metrics) for t in TASKS.values()}
 
 
-def latest_bench(run_dir: Path) -> Path | None:
-    """The newest complete bench results folder of a run (vLLM preferred at equal age)."""
-    folders = [p.parent for p in (run_dir / "bench").glob("*/summary.json") if not p.parent.name.endswith(".partial")]
-    if not folders:
-        return None
-    return max(folders, key=lambda p: ((p / "summary.json").stat().st_mtime, p.name.endswith("-vllm")))
+def bench_for_card(run_dir: Path, adapter_digest: str | None) -> tuple[Path | None, str]:
+    """The newest bench of *this* adapter on the whole split (vLLM preferred at equal age), and when
+    there is none, why the others do not count: a card never shows numbers of another adapter, of a
+    `--limit` subset, or of a bench without provenance."""
+    import json
+
+    fitting, skipped = [], []
+    for path in (run_dir / "bench").glob("*/summary.json"):
+        prov = json.loads(path.read_text()).get("provenance") or {}
+        tuned = [m for label, m in (prov.get("models") or {}).items() if label != "base"]
+        if not prov:
+            skipped.append(f"{path.parent.name} (no provenance: made by an older medzoo)")
+        elif not any(m.get("adapter_digest") == adapter_digest for m in tuned) or adapter_digest is None:
+            skipped.append(f"{path.parent.name} (another adapter)")
+        elif not prov.get("whole_split"):
+            skipped.append(f"{path.parent.name} (only the first {prov.get('examples')} examples)")
+        else:
+            fitting.append(path.parent)
+    if not fitting:
+        return None, "; ".join(sorted(skipped))
+    return max(fitting, key=lambda p: ((p / "summary.json").stat().st_mtime, p.name.endswith("-vllm"))), ""
 
 
 def _dataset_label(recipe) -> tuple[str, str]:
@@ -235,9 +250,10 @@ llama.cpp / Ollama (after `medzoo export {recipe.name} --gguf`):
 Evaluate it yourself: `medzoo bench {recipe.name} --prompts none,static,adaptive`."""
 
 
-def _evaluation_section(recipe, summary: dict | None) -> str:
+def _evaluation_section(recipe, summary: dict | None, skipped: str = "") -> str:
     if not summary:
-        return f"Not benchmarked yet: run `medzoo bench {recipe.name}`."
+        why = f" (results not shown: {skipped})" if skipped else ""
+        return f"Not benchmarked: no bench of this adapter on the whole split{why}; run `medzoo bench {recipe.name}`."
     from medzoo.bench import markdown_tables
 
     dropped = {k: v for k, v in (summary.get("dropped") or {}).items() if v}
@@ -251,8 +267,11 @@ def _evaluation_section(recipe, summary: dict | None) -> str:
     return (
         f"`medzoo bench` on the {summary['split']} split ({summary['n_examples']} examples, engine {summary['engine']}, greedy).{skipped} "
         "Rows are base and tuned model under each system-prompt mode: `none` (question only), `static` (an expert "
-        "system prompt), `adaptive` (keyword-routed prompts per question category). Measurement metrics count "
-        "failed parses as failures.\n\n" + markdown_tables(summary) + "\n![bench results](plot.png)"
+        "system prompt), `adaptive` (keyword-routed prompts per question category). Each figure has its 95% "
+        "interval in brackets, and the paired contrasts say which differences this many examples can show; "
+        "the definitions are under the tables. Measurement metrics count failed parses as failures.\n\n"
+        + markdown_tables(summary)
+        + "\n![bench results](plot.png)"
     )
 
 
@@ -260,20 +279,22 @@ def build_card(recipe, repo_id: str | None = None, what: str = "adapter", export
     """The ModelCard for a trained recipe (needs <run_dir>/manifest.json)."""
     from huggingface_hub import ModelCard
 
-    from medzoo.run import check_same_base, read_manifest
+    from medzoo.errors import MissingState
+    from medzoo.run import RunDir, open_run
 
     run = recipe.run_path()
-    typed = read_manifest(run, recipe.name)
-    check_same_base(recipe, typed, "card")
-    manifest = typed.to_dict()
-    bench_dir = latest_bench(run)
+    trained = open_run(recipe, "card")
+    if trained is None:
+        raise MissingState(f"{RunDir(run).manifest}: no trained run; run `medzoo train {recipe.name}` first")
+    manifest = trained.manifest.to_dict()
+    bench_dir, skipped = bench_for_card(run, trained.manifest.adapter_digest)
     summary = json.loads((bench_dir / "summary.json").read_text()) if bench_dir else None
     parity_path = (export_dir or run / "export") / "parity.json"
     parity = json.loads(parity_path.read_text()) if parity_path.exists() else None
     repo_id = repo_id or f"<your-name>/{recipe.name}"
     data = card_data(recipe, manifest, summary, what)
 
-    evaluation = _evaluation_section(recipe, summary)
+    evaluation = _evaluation_section(recipe, summary, skipped)
     task_text = ", ".join(recipe.data.tasks)
     body = f"""
 # {recipe.name}
@@ -287,7 +308,7 @@ It answers questions about a single medical image in the format the recipe's pro
 
 ## Training
 
-{_training_section(recipe, manifest)}
+{_training_section(trained.recipe, manifest)}
 
 ## Evaluation
 

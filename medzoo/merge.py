@@ -11,11 +11,11 @@ examples; a difference above `tolerance` is an error, not a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from medzoo.adapters import adapter_digest  # merge.json names the adapter it merged by this
 from medzoo.errors import MedzooError, MissingState
 
 MERGE_INFO = "merge.json"
@@ -23,21 +23,6 @@ MERGE_INFO = "merge.json"
 
 class MergeError(MedzooError, RuntimeError):
     pass
-
-
-def adapter_digest(adapter_dir: str | Path) -> str:
-    """sha256 of the adapter's weights and config: identifies what a merged copy was made from."""
-    from medzoo.adapters import read_adapter_config
-
-    adapter_dir = Path(adapter_dir)
-    read_adapter_config(adapter_dir)  # a garbage config is one line here, not peft's traceback later
-    h = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        p = adapter_dir / name
-        if not p.exists():
-            raise MissingState(f"{adapter_dir}: not a peft adapter folder (missing {name})")
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def adapter_vllm_blocker(adapter_dir: str | Path, family, model_path: str) -> str | None:
@@ -223,19 +208,19 @@ def merge_for_recipe(
     from medzoo.inference import prepare
     from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
-    from medzoo.run import check_run_base
+    from medzoo.run import open_run, prompts_source
 
     adapter_dir = Path(adapter) if adapter else recipe.run_path() / "adapter"
     if not (adapter_dir / "adapter_config.json").exists():
         raise MissingState(
             f"{adapter_dir}: no trained adapter; run `medzoo train {recipe.name}` first or pass --adapter"
         )
-    if not adapter:
-        check_run_base(recipe, "merge")
+    trained = None if adapter else open_run(recipe, "merge")
     base = recipe_base(recipe)
     _, rows = first_rows(recipe.data, recipe.bench.split, n_check)
+    source = prompts_source(recipe, trained)  # the prompts the adapter was trained with
     prepared = prepare(
-        rows, base.processor, base.family, prompt_settings(recipe), recipe.prompts.train_mode, base.image_settings
+        rows, base.processor, base.family, prompt_settings(source), source.prompts.train_mode, base.image_settings
     )
     out_dir = Path(out) if out else recipe.run_path() / "merged"
     checks = verification_inputs(base.processor, prepared, n_check)

@@ -51,7 +51,8 @@ def stage(
 ) -> tuple[Path, list[str]]:
     """Write the folder that would be uploaded (atomically) and return it with its file list."""
     from medzoo.atomic import replace_dir, write_json
-    from medzoo.card import build_card, latest_bench
+    from medzoo.card import bench_for_card, build_card
+    from medzoo.run import read_manifest
 
     for w in what:
         if w not in ARTEFACTS:
@@ -83,7 +84,8 @@ def stage(
         if "gguf" in what:
             _copy_tree(sources["gguf"], tmp / "gguf", skip={"work", "README.md"})
         (tmp / "README.md").write_text(str(card))
-        bench_dir = latest_bench(run)
+        # The bench the card reports (this adapter, the whole split), or none.
+        bench_dir, _ = bench_for_card(run, read_manifest(run, recipe.name).adapter_digest)
         if bench_dir:
             shutil.copy2(bench_dir / "plot.png", tmp / "plot.png")
             summary = json.loads((bench_dir / "summary.json").read_text())

@@ -1,8 +1,15 @@
-"""A run directory and the manifest train writes into it, read by every later stage.
+"""A run directory and the manifest train writes into it: the one source later stages read.
 
-Later stages (bench, merge, export, card, publish) take what training used from the manifest
-instead of re-deriving it from the current recipe, and refuse a recipe whose base differs: an
-adapter only means something on the base it was trained on.
+Training records the recipe as trained, the image settings the processor used and the adapter's
+digest. Later stages (bench, merge, export, serve, card, publish) open the run with `open_run`,
+which compares the recipe they were given with the trained one:
+
+- a changed field the adapter's inputs depend on (base, the zoo seed, image settings, the prompt
+  mode training rendered and that mode's system prompt) is refused with the field named: feeding
+  the adapter other inputs than it was trained on gives numbers about something else;
+- any other change (more training steps, another lr, bench settings) is allowed and listed in
+  `TrainedRun.changed`: bench records it, and the card reads hyper-parameters from the trained
+  recipe, never from the edited one.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from medzoo.errors import InvalidValue, MissingState, StateMismatch
+from medzoo.errors import InvalidValue, MedzooError, MissingState, StateMismatch
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class Manifest:
     family: str
     adapter_method: str
     train_prompt_mode: str | None = None
+    trained_recipe: dict = field(default_factory=dict)  # Recipe.to_dict() as training ran it
+    image_settings: dict = field(default_factory=dict)  # the processor's image settings in training
+    adapter_digest: str | None = None  # medzoo.adapters.adapter_digest of <run_dir>/adapter
+    data_fingerprint: str | None = None
     metrics: dict = field(default_factory=dict)
     stages: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # the rest (drops, sizes, timings), kept as written
@@ -77,13 +88,122 @@ def read_manifest(run_dir: str | Path, recipe_name: str | None = None) -> Manife
     return Manifest.from_dict(data, str(path))
 
 
-def check_run_base(recipe, stage: str) -> Manifest | None:
-    """The recipe's own run's manifest, refusing it when its base is not the recipe's (None: no manifest)."""
-    if not RunDir(recipe.run_path()).manifest.exists():
+def flat_fields(d: dict, prefix: str = "") -> dict:
+    """A nested recipe dict as {"train.lr": 0.0002, ...} (empty mappings stay one field)."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flat_fields(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def changed_fields(before: dict, after: dict) -> list[str]:
+    """The flat fields whose values differ between two recipe dicts."""
+    a, b = flat_fields(before), flat_fields(after)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def adapter_input_fields(recipe_dict: dict) -> tuple[str, ...]:
+    """Field prefixes that decide what the adapter is fed at inference (see the module doc)."""
+    mode = (recipe_dict.get("prompts") or {}).get("train_mode", "none")
+    fields_ = ["base", "image.", "prompts.train_mode"]
+    if mode in ("static", "adaptive"):
+        fields_.append(f"prompts.{mode}")
+    if str(recipe_dict.get("base", "")).startswith("zoo:"):
+        fields_.append("seed")  # a zoo base's weights come from its seed
+    return tuple(fields_)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run as later stages see it: its folder, manifest and recipe as trained."""
+
+    dir: RunDir
+    manifest: Manifest
+    recipe: object  # medzoo.recipe.Recipe, as training ran it
+    changed: list[str]  # fields the current recipe changed since training (none of the adapter's inputs)
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir.adapter
+
+    @property
+    def prompt_mode(self) -> str:
+        return self.recipe.prompts.train_mode
+
+    def prompt_settings(self):
+        """The system prompts training rendered (medzoo.prompts.PromptSettings)."""
+        from medzoo.recipe import prompt_settings
+
+        return prompt_settings(self.recipe)
+
+    def record(self) -> dict:
+        """What a stage's results note about the run they used."""
+        return {
+            "run_dir": str(self.dir.root),
+            "adapter_digest": self.manifest.adapter_digest,
+            "config_hash": self.manifest.config_hash,
+            "manifest_sha256": _sha256(self.dir.manifest),
+            "data_fingerprint": self.manifest.data_fingerprint,
+            "train_prompt_mode": self.prompt_mode,
+            "recipe_changes_since_training": self.changed,
+        }
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def open_run(recipe, stage: str) -> TrainedRun | None:
+    """The recipe's own trained run (None: not trained), refusing a recipe that changed one of the
+    adapter's inputs since training with one line naming the field."""
+    from medzoo.recipe.validate import build
+
+    run_dir = RunDir(recipe.run_path())
+    if not run_dir.manifest.exists():
         return None
-    manifest = read_manifest(recipe.run_path(), recipe.name)
+    manifest = read_manifest(run_dir.root, recipe.name)
     check_same_base(recipe, manifest, stage)
-    return manifest
+    trained = manifest.trained_recipe or _recorded_recipe(run_dir.root)
+    if trained is None:
+        raise StateMismatch(
+            f"{run_dir.manifest}: written by medzoo {manifest.medzoo_version}, which did not record the recipe "
+            f"it trained with; retrain with `medzoo train {recipe.name} --overwrite`"
+        )
+    now = recipe.to_dict()
+    changed = changed_fields(trained, now)
+    inputs = adapter_input_fields(trained)
+    refused = [k for k in changed if k.startswith(inputs)]
+    if refused:
+        was, is_ = flat_fields(trained), flat_fields(now)
+        described = "; ".join(f"{k} is {is_.get(k)!r}, trained with {was.get(k)!r}" for k in refused[:4])
+        raise StateMismatch(
+            f"{stage}: the recipe changed since {run_dir.root} was trained ({described}); the adapter only "
+            f"fits what it was trained on: put the field back, or retrain with `medzoo train {recipe.name} --overwrite`"
+        )
+    try:
+        as_trained = build(type(recipe), trained, "")
+    except MedzooError as e:
+        raise InvalidValue(f"{run_dir.manifest}: trained_recipe: {e}") from e
+    return TrainedRun(run_dir, manifest, as_trained, [k for k in changed if k not in ("name",)])
+
+
+def prompts_source(recipe, trained: TrainedRun | None):
+    """The recipe whose prompts feed the adapter: the trained one when there is a run."""
+    return trained.recipe if trained else recipe
+
+
+def _recorded_recipe(root: Path) -> dict | None:
+    """A run trained before manifests carried the recipe: the recipe.yaml train wrote beside it."""
+    import yaml
+
+    path = root / "recipe.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
 def check_same_base(recipe, manifest: Manifest, stage: str) -> None:

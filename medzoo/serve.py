@@ -69,8 +69,10 @@ def vllm_server(recipe, host: str = "127.0.0.1", port: int = 8000, adapter: str 
     from medzoo.engines.vllm_engine import cpu_environment, engine_kwargs, has_cuda, lora_settings
     from medzoo.merge import adapter_vllm_blocker
     from medzoo.models.loading import model_context, recipe_base
-    from medzoo.run import RunDir
+    from medzoo.run import RunDir, open_run
 
+    if not adapter:
+        open_run(recipe, "serve")  # refuses a recipe that changed the adapter's inputs since training
     base = base or recipe_base(recipe)
     adapter_path = Path(adapter) if adapter else RunDir(recipe.run_path()).adapter
     adapters = {"tuned": adapter_path} if (adapter_path / "adapter_config.json").exists() else {}

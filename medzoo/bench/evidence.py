@@ -9,7 +9,7 @@ paired by id, and clustered by the image they ask about (the record's `image_key
 from __future__ import annotations
 
 from medzoo.bench import stats
-from medzoo.bench.scoring import PRIMARY_METRIC, observations
+from medzoo.bench.scoring import PRIMARY_METRIC, PROPORTIONS, observations
 
 OVERALL = ("exact_match", "token_f1", "rouge_l", "bertscore_f1")  # the main table's figures, all examples
 
@@ -38,7 +38,7 @@ def _figures(recs: list[dict]) -> dict[str, dict[str, stats.Observations]]:
         if r.get("category") and "accuracy" in task_values:
             add(f"{r['task']}:{r['category']}", "accuracy", task_values["accuracy"], c)
     return {
-        scope: {k: stats.Observations(v, clusters[scope][k]) for k, v in figs.items()} for scope, figs in values.items()
+        scope: {k: stats.Observations(v, clusters[scope][k], k in PROPORTIONS) for k, v in figs.items()} for scope, figs in values.items()
     }
 
 
@@ -86,7 +86,10 @@ def evidence(records: list[dict], configs: list[str], seed: int = stats.SEED) ->
                 c = stats.paired_contrast(fa[task][key], fb[task][key], seed)
                 contrasts.append({"contrast": label, "a": a, "b": b, "task": task, "metric": key, **c})
     stats.holm(contrasts)
+    images = len({r.get("image_key") or r["id"] for r in records})
     return {
+        "detectable_share": stats.detectable_share(images),
+        "images": images,
         "confidence": stats.CONFIDENCE,
         "alpha": stats.ALPHA,
         "power": stats.POWER,

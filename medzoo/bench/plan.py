@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medzoo.errors import InvalidValue, MissingState
-from medzoo.run import RunDir, check_run_base
+from medzoo.run import RunDir, open_run
 
 LORA_MODES = ("auto", "lora", "merged")
 BENCH_ENGINES = ("auto", "vllm", "hf", "openai")  # openai: an OpenAI-compatible server at --base-url
@@ -43,7 +43,7 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
                 raise MissingState(
                     f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base"
                 )
-            check_run_base(recipe, "bench")
+            open_run(recipe, "bench")  # refuses a recipe that changed the adapter's inputs
             read_adapter_config(path)
             models.append(BenchModel("tuned", str(path)))
         else:

@@ -6,11 +6,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medzoo.bench.evidence import evidence
 from medzoo.bench.generate import bertscorer, generate_openai, generate_per_model, generate_vllm_lora, merge_for_vllm
 from medzoo.bench.plan import choose_engine, choose_lora_mode, engine_settings, resolve_models, weight_bytes
-from medzoo.bench.report import summarize, write_reports
+from medzoo.bench.report import definitions, summarize, write_reports
 from medzoo.bench.scoring import score_example
-from medzoo.bench.store import append_records, finish, open_workdir
+from medzoo.bench.store import (
+    RECORDS,
+    SCORING_VERSION,
+    append_records,
+    open_results,
+    producer_digest,
+    sibling_records,
+)
 from medzoo.errors import InvalidValue, UnknownName
 
 
@@ -55,44 +63,174 @@ def run_bench(
     t = time.perf_counter()
     base = recipe_base(recipe)
     dropped = DropCounter()
-    rows = _rows(recipe, split, limit, dropped)
+    rows, fingerprint = _rows(recipe, split, limit, dropped)
     engine, engine_reason = _engine(engine, len(bench_models) * len(modes) * len(rows), base, lora_mode)
     mode_used = _serving_mode(engine, lora_mode, bench_models, base, log)
     ps = prompt_settings(recipe)
-    spec = _spec(recipe, base, bench_models, modes, split, rows, engine, mode_used, ps)
-    if engine == "openai":
-        spec["server"] = {k: v for k, v in server.items() if k != "api_key"}
-    out = Path(out) if out else recipe.run_path() / "bench" / f"{split}-{engine}"
-    workdir, records = open_workdir(out, spec, overwrite, log)
-    done = {(r["config"], r["id"]) for r in records}
+    served_by = {k: v for k, v in server.items() if k != "api_key"} if engine == "openai" else None
+    producers = _producers(recipe, base, bench_models, engine, mode_used, ps, served_by)
+    out = Path(out) if out else recipe.run_path() / "bench" / results_folder(split, engine, limit)
+    if overwrite and (out / RECORDS).exists():
+        (out / RECORDS).unlink()
+    stored = open_results(out, log)
 
     prepared = _prepared(rows, base, ps, modes, log)
+    image_keys = [_image_key(images) for images in prepared[modes[0]].images]
     timing["setup_s"] = time.perf_counter() - t
-    pending = _pending(bench_models, modes, rows, prepared, done)
-    scorer = _ChunkScorer(rows, bertscorer(recipe.bench.bertscore_model), workdir / "records.jsonl", records, timing)
+    requested = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
+    found = _matching(stored, producers, rows, prepared, image_keys)
+    reused = _reuse(out, requested, producers, rows, prepared, image_keys, found, log)
+    pending = _pending(bench_models, modes, rows, prepared, found)
+    records: list[dict] = []
+    scorer = _ChunkScorer(
+        rows, image_keys, producers, bertscorer(recipe.bench.bertscore_model), out / RECORDS, records, timing
+    )
     if pending:
+        done = len(requested) * len(rows) - len(pending)
         log(
             f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x "
-            f"{len(rows)} examples" + (f", {len(done)} already done" if done else "") + f"), engine {engine}"
+            f"{len(rows)} examples" + (f", {done} already answered" if done else "") + f"), engine {engine}"
             + (f", adapters as {mode_used}" if engine in ("vllm", "openai") else "")
             + (f" ({engine_reason})" if engine_reason.startswith("auto") else "")
         )  # fmt: skip
         ctx = {**_engine_context(recipe, base, prepared), "server": server}
         _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
+    else:
+        log(f"bench: every answer asked for is already in {out} ({len(requested) * len(rows)} records)")
+    for r in records:
+        found[(r["config"], r["id"])] = r
 
     t = time.perf_counter()
-    configs = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
-    summary = summarize(records, configs, bertscore_model=recipe.bench.bertscore_model)
+    # The folder's view: what was asked now, plus its other configurations still complete and current.
+    configs = [c for c in producers if c in requested or all((c, row["id"]) in found for row in rows)]
+    view = [found[(c, row["id"])] for c in configs for row in rows]
+    summary = summarize(view, configs, bertscore_model=recipe.bench.bertscore_model)
     summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
     summary["engine_reason"] = engine_reason
     summary.update(lora_mode=mode_used, dropped=dropped.as_dict(), timing=timing)
+    summary["evidence"] = evidence(view, configs, seed=recipe.seed)
+    summary["definitions"] = definitions(summary)
+    summary["provenance"] = _provenance(
+        recipe, bench_models, engine, mode_used, split, limit, rows, fingerprint, producers, configs,
+        len(pending), reused,
+    )  # fmt: skip
     timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
     timing["total_s"] = time.perf_counter() - t_all
-    markdown = write_reports(workdir, summary)
-    finish(workdir, out)
+    markdown = write_reports(out, summary)
+    records = view
     if dropped.total():  # said once, at the end, where it is not lost among the progress bars
         log(f"bench: {dropped.describe()} from split {split!r}; the {len(rows)} usable example(s) were scored")
     return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
+
+
+def results_folder(split: str, engine: str, limit: int | None) -> str:
+    """`<split>-<engine>`, and `-limit<N>` for a bench of the first N examples (the card only
+    reports a bench of the whole split)."""
+    return f"{split}-{engine}" + (f"-limit{limit}" if limit else "")
+
+
+def _image_key(images) -> str:
+    """The images a question asks about, by content: questions sharing an image are one cluster
+    for the intervals (medzoo.bench.evidence), and a record is only reused for the same image."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for im in images:
+        h.update(f"{im.mode}{im.size}".encode())
+        h.update(im.tobytes())
+    return h.hexdigest()
+
+
+def _producers(recipe, base, bench_models, engine, mode_used, ps, served_by) -> dict[str, str]:
+    """config -> digest of what produces its answers and scores (medzoo.bench.store), for every
+    prompt mode of the models asked for (so the folder's other configurations can be checked)."""
+    from medzoo.adapters import adapter_digest
+    from medzoo.prompts import PROMPT_MODES
+
+    system = {"none": None, "static": ps.static, "adaptive": ps.adaptive}
+    out = {}
+    for m in bench_models:
+        digest = adapter_digest(m.adapter) if m.adapter else None
+        for mode in PROMPT_MODES:
+            producer = {
+                "base": base.path,
+                "adapter_digest": digest,
+                "mode": mode,
+                "system_prompt": system[mode],
+                "image_settings": base.image_settings,
+                "max_new_tokens": recipe.bench.max_new_tokens,
+                "engine": engine,
+                "lora_mode": mode_used,
+                "dtype": recipe.bench.dtype if engine == "vllm" else None,
+                "server": served_by,
+                "bertscore_model": recipe.bench.bertscore_model,
+                "scoring": SCORING_VERSION,
+            }
+            out[f"{m.label}/{mode}"] = producer_digest(producer)
+    return out
+
+
+def _matching(records, producers, rows, prepared, image_keys) -> dict[tuple[str, str], dict]:
+    """(config, example id) -> a record that answers it: same producer, example id, image and
+    reference, and the same prompt where this bench rendered that mode's prompts."""
+    index = {row["id"]: i for i, row in enumerate(rows)}
+    config_of = {producer: config for config, producer in producers.items()}
+    found = {}
+    for r in records:
+        config, i = config_of.get(r.get("producer")), index.get(r["id"])
+        if config is None or i is None:
+            continue
+        p = prepared.get(config.split("/")[1])
+        if (r.get("image_key"), r["reference"]) == (image_keys[i], rows[i]["answer"]) and (
+            p is None or r.get("prompt") == p.prompts[i]
+        ):
+            found[(config, r["id"])] = r
+    return found
+
+
+def _reuse(out, requested, producers, rows, prepared, image_keys, found, log) -> int:
+    """Copy the answers other results folders of the run already hold for what is asked here."""
+    missing = [c for c in requested if any((c, row["id"]) not in found for row in rows)]
+    if not missing:
+        return 0
+    elsewhere = _matching(sibling_records(out), {c: producers[c] for c in missing}, rows, prepared, image_keys)
+    new = [r for k, r in elsewhere.items() if k not in found]
+    if new:
+        append_records(out / RECORDS, new)
+        found.update({k: r for k, r in elsewhere.items() if k not in found})
+        log(f"bench: {len(new)} answers reused from the run's other bench folders (same adapter, prompts, settings)")
+    return len(new)
+
+
+def _provenance(recipe, bench_models, engine, mode_used, split, limit, rows, fingerprint, producers, configs,
+                generated, reused) -> dict:  # fmt: skip
+    """What produced this summary: the card and publish only report a bench of the adapter they
+    ship on the whole split (medzoo.card.bench_for_card)."""
+    from medzoo import __version__
+    from medzoo.adapters import adapter_digest
+    from medzoo.run import open_run
+
+    trained = open_run(recipe, "bench")
+    return {
+        "medzoo_version": __version__,
+        "recipe": recipe.name,
+        "recipe_config_hash": recipe.config_hash(),
+        "run": trained.record() if trained else None,
+        "models": {
+            m.label: {"adapter": m.adapter, "adapter_digest": adapter_digest(m.adapter) if m.adapter else None}
+            for m in bench_models
+        },
+        "engine": engine,
+        "lora_mode": mode_used,
+        "split": split,
+        "limit": limit,
+        "whole_split": limit is None,
+        "examples": len(rows),
+        "data_fingerprint": fingerprint,
+        "producers": {c: producers[c] for c in configs},
+        "generated": generated,
+        "reused_from_other_folders": reused,
+    }
 
 
 def _prepared(rows, base, ps, modes, log) -> dict:
@@ -166,7 +304,7 @@ def _checked_request(recipe, modes, engine, split, limit, server) -> tuple[list[
     return modes, engine, split or recipe.bench.split, limit or recipe.bench.limit
 
 
-def _rows(recipe, split: str, limit: int | None, dropped) -> list:
+def _rows(recipe, split: str, limit: int | None, dropped) -> tuple[list, str | None]:
     """The split's usable rows, cleaned as training cleans them (unreadable or missing images and
     dropped answers are skipped and counted in `dropped`, never a crash in an engine)."""
     from medzoo.data.sources import load_splits
@@ -178,7 +316,7 @@ def _rows(recipe, split: str, limit: int | None, dropped) -> list:
     rows = usable_rows(splits[split], limit, recipe.data.drop_answers, dropped)
     if not rows:
         raise InvalidValue(f"bench: split {split!r} has no usable example ({dropped.describe() or 'it is empty'})")
-    return rows
+    return rows, getattr(splits[split], "_fingerprint", None)
 
 
 def _engine(requested: str, generations: int, base, lora_mode: str) -> tuple[str, str]:
@@ -213,35 +351,15 @@ def _serving_mode(engine: str, lora_mode: str, bench_models, base, log) -> str:
     return mode_used
 
 
-def _spec(recipe, base, bench_models, modes, split, rows, engine, mode_used, ps) -> dict:
-    """What this bench evaluates; a results folder holding another spec is never mixed into."""
-    from medzoo.merge import adapter_digest
-
-    return {
-        "recipe": recipe.name,
-        "base": base.path,
-        "models": {m.label: adapter_digest(m.adapter) if m.adapter else None for m in bench_models},
-        "modes": modes,
-        "split": split,
-        "examples": [r["id"] for r in rows],
-        "max_new_tokens": recipe.bench.max_new_tokens,
-        "engine": engine,
-        "lora_mode": mode_used,
-        "prompts": {"static": ps.static, "adaptive": ps.adaptive},
-        "image_settings": base.image_settings,
-        "bertscore_model": recipe.bench.bertscore_model,
-    }
-
-
-def _pending(bench_models, modes, rows, prepared, done) -> list[dict]:
-    """One request per (model, mode, example) not already in the results."""
+def _pending(bench_models, modes, rows, prepared, found) -> list[dict]:
+    """One request per (model, mode, example) not already answered."""
     pending = []
     for model in bench_models:
         for mode in modes:
             config = f"{model.label}/{mode}"
             p = prepared[mode]
             for i, row in enumerate(rows):
-                if (config, row["id"]) in done:
+                if (config, row["id"]) in found:
                     continue
                 pending.append(
                     {
@@ -284,8 +402,9 @@ def _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size,
 class _ChunkScorer:
     """Called with each generated chunk: scores it, appends its records to disk (resume point)."""
 
-    def __init__(self, rows, bert, records_file: Path, records: list[dict], timing: dict):
-        self.rows, self.bert, self.records_file, self.records, self.timing = rows, bert, records_file, records, timing
+    def __init__(self, rows, image_keys, producers, bert, records_file: Path, records: list[dict], timing: dict):
+        self.rows, self.image_keys, self.producers, self.bert = rows, image_keys, producers, bert
+        self.records_file, self.records, self.timing = records_file, records, timing
 
     def __call__(self, chunk, texts) -> None:
         t = time.perf_counter()
@@ -302,6 +421,8 @@ class _ChunkScorer:
         parsed, scores = score_example(task, text, row["answer"])
         return {
             "id": row["id"],
+            "producer": self.producers[req["config"]],
+            "image_key": self.image_keys[req["index"]],
             "task": task,
             "category": row.get("category"),
             "config": req["config"],

@@ -45,6 +45,12 @@ def primary_score(task: str, prediction: str, reference: str) -> float:
     return m["exact_match"]
 
 
+# Figures that are shares of right answers (intervals for proportions apply); the rest are scores.
+PROPORTIONS = frozenset(
+    ("exact_match", "accuracy", "parse_rate", "acc_iou_0.5", "share_mre_lt_0.1", "share_mre_lt_0.2", "share_mre_lt_0.3")
+)
+
+
 def observations(task: str, scores: dict, reference: str) -> dict[str, list[float]]:
     """One example's contribution to each per-task figure of the summary (measurement tasks: one
     value per axis), so that a figure is the mean of its observations over the examples: the unit

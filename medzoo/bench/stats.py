@@ -38,10 +38,11 @@ class Observations:
 
     values: list[float]
     clusters: list[str]
+    proportion: bool = False  # a share of right answers (each value 0 or 1), not a continuous score
 
     @property
     def binary(self) -> bool:
-        return all(v in (0.0, 1.0) for v in self.values)
+        return self.proportion and all(v in (0.0, 1.0) for v in self.values)
 
 
 def _by_cluster(values, clusters):
@@ -159,6 +160,19 @@ def detectable_difference(n_images: int, sd: float) -> float | None:
 
     effect = TTestPower().solve_power(nobs=n_images, alpha=ALPHA, power=POWER, alternative="two-sided")
     return float(effect * sd)
+
+
+def detectable_share(n_images: int) -> float | None:
+    """The smallest difference in a share of right answers that a paired test on n examples finds
+    with POWER at ALPHA in the most favourable case, every differing answer going one way (then
+    the per-example difference d is 0 or 1 with mean delta, so its effect size is
+    delta / sqrt(delta (1 - delta)); solved for delta)."""
+    if n_images < 3:
+        return None
+    from statsmodels.stats.power import TTestPower
+
+    effect = TTestPower().solve_power(nobs=n_images, alpha=ALPHA, power=POWER, alternative="two-sided")
+    return float(effect**2 / (1 + effect**2))
 
 
 def holm(contrasts: list[dict]) -> list[dict]:

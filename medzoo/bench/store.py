@@ -1,18 +1,28 @@
-"""The results folder: spec, resumable records, and the atomic move into place when complete."""
+"""The results folder: records reused by what produced them, resumable appends, provenance.
+
+Every record carries `producer`: the digest of everything that decides its answer and scores
+(base, adapter digest, prompt mode and that mode's system prompt, image settings, generation
+length, engine and how it serves adapters, scoring). A bench answers each (configuration, example)
+from a record with the same producer and the same example (id, prompt, image, reference), found in
+its own folder or in any other results folder of the run, and generates only the rest. So a second
+bench with fewer prompt modes, a `--limit`, or a new mode added to the same folder is never refused
+and never recomputes what is there; records of another adapter are never mixed in.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
-from medzoo.errors import AlreadyExists
+# Bump when per-example scoring changes: records scored by older code are then regenerated.
+SCORING_VERSION = 1
+RECORDS = "records.jsonl"
 
 
-def _spec_digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+def producer_digest(producer: dict) -> str:
+    return hashlib.sha256(json.dumps(producer, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_records(path: Path) -> list[dict]:
@@ -27,36 +37,24 @@ def read_records(path: Path) -> list[dict]:
     return out
 
 
-def _stored_digest(folder: Path) -> str | None:
-    path = folder / "spec.json"
-    return json.loads(path.read_text()).get("digest") if path.exists() else None
+def open_results(out: Path, log) -> list[dict]:
+    """The folder's records (created when new); a torn tail is cut so appends start on a clean line."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RECORDS
+    records = read_records(path)
+    if path.exists() and len(path.read_text().splitlines()) != len(records):
+        log(f"bench: {path}: dropping a record cut short by an interrupted run")
+        write_records(path, records)
+    return records
 
 
-def open_workdir(out: Path, spec: dict, overwrite: bool, log) -> tuple[Path, list[dict]]:
-    """The folder to work in and the records already there (resume)."""
-    from medzoo.atomic import write_json
-
-    digest = _spec_digest(spec)
-    if out.exists():
-        if _stored_digest(out) == digest:
-            return out, read_records(out / "records.jsonl")
-        if not overwrite:
-            raise AlreadyExists(
-                f"{out}: holds results of a different bench (other settings); pass --overwrite to replace it or --out for a new folder"
-            )
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        if _stored_digest(partial) == digest:
-            records = read_records(partial / "records.jsonl")
-            log(f"bench: resuming {partial} ({len(records)} records done)")
-            # Rewrite without a torn tail so appends start on a clean line.
-            write_records(partial / "records.jsonl", records)
-            return partial, records
-        log(f"bench: discarding unfinished {partial} (made with other settings)")
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    write_json(partial / "spec.json", {**spec, "digest": digest})
-    return partial, []
+def sibling_records(out: Path) -> list[dict]:
+    """Records in the other results folders beside `out` (the run's other benches)."""
+    found = []
+    for path in sorted(out.parent.glob(f"*/{RECORDS}")):
+        if path.parent != out:
+            found += read_records(path)
+    return found
 
 
 def write_records(path: Path, records: list[dict]) -> None:
@@ -71,12 +69,3 @@ def append_records(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(r) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def finish(workdir: Path, out: Path) -> None:
-    """Move a completed `<out>.partial` into place; an old `<out>` is replaced, never half-overwritten."""
-    if workdir == out:
-        return
-    from medzoo.atomic import swap_into_place
-
-    swap_into_place(workdir, out)

@@ -130,6 +130,7 @@ def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
     from medzoo.inference import prepare
     from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
+    from medzoo.run import open_run, prompts_source
 
     r = load_chosen_recipe(recipe, overrides)
     base = recipe_base(r)
@@ -138,8 +139,11 @@ def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
     else:
         server = serving.vllm_server(r, host=host, port=port or 8000, adapter=adapter, base=base)
     _, rows = first_rows(r.data, r.bench.split, 1)  # the request a bench sends for its first example
-    mode = r.prompts.train_mode
-    messages = prepare(rows, base.processor, base.family, prompt_settings(r), mode, base.image_settings).messages[0]
+    source = prompts_source(r, open_run(r, "serve"))  # the prompts the adapter was trained with
+    mode = source.prompts.train_mode
+    messages = prepare(rows, base.processor, base.family, prompt_settings(source), mode, base.image_settings).messages[
+        0
+    ]
     model = "tuned" if "tuned" in server.models else serving.BASE_NAME
     click.echo(f"server command:\n  {server.command_line()}")
 

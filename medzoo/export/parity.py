@@ -134,7 +134,7 @@ def _example(ref: _Reference, answers_of: dict, out_dir: Path) -> dict:
     return {**example, "image": "scan.png", "gguf_answers": gguf_answers, "prompt": ref.prepared.prompts[0]}
 
 
-def _reference(recipe, merged: Path, base, n_parity: int) -> _Reference:
+def _reference(recipe, merged: Path, base, n_parity: int, prompts_of) -> _Reference:
     from medzoo.data.sources import first_rows
     from medzoo.engines.base import requests_from
     from medzoo.engines.hf_engine import HFEngine
@@ -143,8 +143,8 @@ def _reference(recipe, merged: Path, base, n_parity: int) -> _Reference:
     from medzoo.recipe import prompt_settings
 
     split, rows = first_rows(recipe.data, recipe.bench.split, n_parity)
-    mode = recipe.prompts.train_mode
-    prepared = prepare(rows, base.processor, base.family, prompt_settings(recipe), mode, base.image_settings)
+    mode = prompts_of.prompts.train_mode
+    prepared = prepare(rows, base.processor, base.family, prompt_settings(prompts_of), mode, base.image_settings)
     requests = requests_from(prepared)
     hf = HFEngine.load(str(merged), base.processor, stop_token_ids(base.processor, base.family))
     answers = [r.strip() for r in hf.generate(requests, recipe.bench.max_new_tokens)]
@@ -186,12 +186,24 @@ def _template_checks(gguf: Path, processor, prepared) -> tuple[bool | None, str 
     return template_ok, gguf_tokenization_mismatch(gguf, tok, prepared.prompts[0])
 
 
-def parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int, leave_output_tensor: bool, log):
-    """The merged HF model vs each GGUF on the same bench examples, greedy, through the engines."""
+def parity(
+    recipe,
+    merged: Path,
+    base,
+    files: dict,
+    mmproj: Path,
+    n_parity: int,
+    leave_output_tensor: bool,
+    log,
+    prompts_of=None,
+):
+    """The merged HF model vs each GGUF on the same bench examples, greedy, through the engines.
+    `prompts_of`: the recipe whose prompts training rendered (medzoo.run.prompts_source)."""
     from medzoo.engines.llama_cpp import LlamaCppEngine, image_token_budget
     from medzoo.models.loading import context_length
 
-    ref = _reference(recipe, merged, base, n_parity)
+    prompts_of = prompts_of or recipe
+    ref = _reference(recipe, merged, base, n_parity, prompts_of)
     budget = image_token_budget(base.processor)
     # llama.cpp's context holds the longest parity prompt (several large images can pass 2048 tokens)
     need = context_length(
@@ -218,7 +230,7 @@ def parity(recipe, merged: Path, base, files: dict, mmproj: Path, n_parity: int,
     return {
         "examples": len(ref.rows),
         "split": ref.split,
-        "prompt_mode": recipe.prompts.train_mode,
+        "prompt_mode": prompts_of.prompts.train_mode,
         "engine": "llama-cpp-python " + LLAMA_CPP_PYTHON + " (MTMDChatHandler, GGUF chat template)",
         "reference": "merged model, transformers greedy",
         "reference_metric": ref.metric,

@@ -56,7 +56,10 @@ def _write_export(recipe, out_dir: Path, quants: list[str], n_parity: int, leave
     from medzoo.merge import merge_for_recipe, write_added_tokens_decoder
     from medzoo.models.loading import recipe_base
     from medzoo.recipe import prompt_settings
+    from medzoo.run import open_run, prompts_source
 
+    trained = open_run(recipe, "export")
+    prompts_of = prompts_source(recipe, trained)  # the Modelfile and parity prompt as training rendered them
     merged = recipe.run_path() / "merged"
     merge_for_recipe(recipe, out=str(merged), log=log)
     # The base's image settings and processor: what training used (the merged folder is not a zoo
@@ -68,9 +71,9 @@ def _write_export(recipe, out_dir: Path, quants: list[str], n_parity: int, leave
     t = time.perf_counter()
     files, mmproj = convert_all(merged, out_dir, recipe.name, quants, leave_output_tensor, log)
     log(f"export: converted and quantised in {time.perf_counter() - t:.1f} s")
-    parity = check_parity(recipe, merged, base, files, mmproj, n_parity, leave_output_tensor, log)
+    parity = check_parity(recipe, merged, base, files, mmproj, n_parity, leave_output_tensor, log, prompts_of)
 
-    ps = prompt_settings(recipe)
+    ps = prompt_settings(prompts_of)
     system = ps.static if parity["prompt_mode"] != "none" else default_system(base.processor)
     budget = parity["image_tokens"]
     example = parity["example"]

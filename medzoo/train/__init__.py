@@ -18,12 +18,12 @@ one torch thread (~40x faster per step than two on 2-core machines, measured).
 from medzoo.train.data import Stage, TrainContext, choose_threads, prepare_split, stages_of
 from medzoo.train.evaluate import quick_eval
 from medzoo.train.runner import train
-from medzoo.train.trainer import adapter_digest, answer_only_loss, trainer_class, training_args
+from medzoo.train.trainer import answer_only_loss, trainable_weights_digest, trainer_class, training_args
 
 __all__ = [
     "Stage",
     "TrainContext",
-    "adapter_digest",
+    "trainable_weights_digest",
     "answer_only_loss",
     "choose_threads",
     "prepare_split",

@@ -37,8 +37,11 @@ def check_resume(run_dir: Path, recipe, accept_changes: bool) -> None:
     path = run_dir / RECIPE_FILE
     if not path.exists():
         return  # a run started before medzoo recorded it, or killed before its first write
-    before, after = _flat(yaml.safe_load(path.read_text())), _flat(recipe.to_dict())
-    changed = [k for k in _changed(before, after) if not k.startswith(FREE)]
+    from medzoo.run import changed_fields, flat_fields
+
+    before_dict = yaml.safe_load(path.read_text())
+    before, after = flat_fields(before_dict), flat_fields(recipe.to_dict())
+    changed = [k for k in changed_fields(before_dict, recipe.to_dict()) if not k.startswith(FREE)]
     if not changed:
         return
     fixed = [k for k in changed if k.startswith(FIXED)]
@@ -53,18 +56,3 @@ def check_resume(run_dir: Path, recipe, accept_changes: bool) -> None:
             f"train --resume: the recipe changed since {run_dir} started ({described}); resume with the recipe in "
             f"{path}, start over with --overwrite, or pass --accept-recipe-changes to continue with the new values"
         )
-
-
-def _flat(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _changed(before: dict, after: dict) -> list[str]:
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

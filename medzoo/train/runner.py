@@ -13,12 +13,12 @@ from medzoo.train.data import Stage, TrainContext, choose_threads, data_fingerpr
 from medzoo.train.evaluate import quick_eval
 from medzoo.train.recipe_guard import check_resume, record_started
 from medzoo.train.trainer import (
-    adapter_digest,
     checkpoint_marker_callback,
     gathered_adapter,
     latest_checkpoint,
     progress_callback,
     save_adapter,
+    trainable_weights_digest,
     trainer_class,
     training_args,
 )
@@ -219,7 +219,7 @@ class _StageRun:
 
 
 def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
-    initial_sha = adapter_digest(model)
+    initial_sha = trainable_weights_digest(model)
     t0 = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -233,7 +233,7 @@ def _train_stage(trainer, model, stage: Stage, train_ds, checkpoint) -> dict:
     seconds = time.perf_counter() - t0
     eval_metrics = trainer.evaluate()
     with gathered_adapter(model):  # under ZeRO-3 the weights are shards until gathered (every rank)
-        final_sha = adapter_digest(model)
+        final_sha = trainable_weights_digest(model)
     return {
         "stage": stage.dirname,
         "train_examples": len(train_ds),
@@ -253,7 +253,7 @@ def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
     """Held-out accuracy (every rank generates a share), the final adapter, manifest.json and
     recipe.yaml (rank 0 writes)."""
     from medzoo import launch
-    from medzoo.adapters import trainable_parameters
+    from medzoo.adapters import adapter_digest, trainable_parameters
     from medzoo.atomic import write_json
 
     recipe, ctx, log, run_dir = run.recipe, run.ctx, run.log, run.run_dir
@@ -279,6 +279,10 @@ def _finish_run(run: _StageRun, val_ds, eval_limit: int) -> dict:
         "family": ctx.family.name,
         "adapter_method": recipe.adapter.method,
         "train_prompt_mode": recipe.prompts.train_mode,
+        # What later stages read instead of the recipe as it is then (medzoo.run.open_run).
+        "trained_recipe": recipe.to_dict(),
+        "image_settings": ctx.image_settings,
+        "adapter_digest": adapter_digest(run_dir / "adapter"),
         "data_fingerprint": val_ds._fingerprint,
         "dataset": data_fingerprint(recipe.data),
         "dropped_rows": ctx.drops,

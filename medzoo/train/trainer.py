@@ -237,7 +237,7 @@ def gathered_adapter(model):
     return deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
 
 
-def adapter_digest(model) -> str:
+def trainable_weights_digest(model) -> str:
     """A hash of the adapter's trainable weights (shows which adapter a stage started from)."""
     import hashlib
 

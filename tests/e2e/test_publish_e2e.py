@@ -39,7 +39,7 @@ def run(tmp_path_factory):
     return run
 
 
-def _recipe(run):
+def _recipe(run, *edits):
     from medzoo.recipe import load_recipe
 
     return load_recipe(
@@ -52,6 +52,7 @@ def _recipe(run):
             "train.batch_size=4",
             "train.max_steps=4",
             "train.eval_steps=1000",
+            *edits,
         ],
     )
 
@@ -230,3 +231,118 @@ def test_bad_repo_and_missing_artefacts_are_clear(run):
         check=False,
     )
     assert missing.returncode == 1 and "run `medzoo export phantom-tiny --gguf` first" in missing.stderr
+
+
+# --- numbers tied to the adapter they describe (the run's manifest is the source of truth) ---
+
+
+def _sets(run):
+    return ["--set", f"run_dir={run}", *TRAIN]
+
+
+@pytest.mark.parametrize(
+    "edit,field", [("prompts.train_mode=static", "prompts.train_mode"), ("image.max_pixels=20000", "image.max_pixels")]
+)
+def test_a_recipe_edited_where_the_adapter_would_see_it_is_refused_by_every_later_stage(run, edit, field, tmp_path):
+    from medzoo.bench import resolve_models
+    from medzoo.card import build_card
+    from medzoo.errors import StateMismatch
+    from medzoo.export import export_gguf
+    from medzoo.merge import merge_for_recipe
+    from medzoo.serve import vllm_server
+
+    r = _recipe(run, edit)
+    stages = {
+        "bench": lambda: resolve_models(r, ["base", "tuned"], []),
+        "merge": lambda: merge_for_recipe(r, out=str(tmp_path / "merged")),
+        "export": lambda: export_gguf(r, out=str(tmp_path / "export"), log=lambda *_: None),
+        "serve": lambda: vllm_server(r),
+        "card": lambda: build_card(r),
+    }
+    for stage, call in stages.items():
+        with pytest.raises(StateMismatch, match=rf"^{stage}: the recipe changed since .*{field} is .*, trained with"):
+            call()
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "export").exists()
+    cli = run_medzoo("serve", "phantom-tiny", *_sets(run), "--set", edit, "--print-only", check=False)
+    assert cli.returncode == 1 and cli.stderr.count("\n") == 1 and field in cli.stderr
+
+
+def test_training_settings_edited_after_training_come_from_the_manifest(run):
+    from medzoo.card import build_card
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    trained_lr = manifest["trained_recipe"]["train"]["lr"]
+    card = str(build_card(_recipe(run, "train.lr=0.5", "adapter.r=64")))
+    assert f"| learning rate / scheduler | {trained_lr} / " in card and "0.5 /" not in card
+    assert f"r={manifest['trained_recipe']['adapter']['r']}," in card and "r=64" not in card
+    # bench may run with the edit (it does not change what the adapter sees) and records it
+    run_medzoo("bench", "phantom-tiny", *_sets(run), "--engine", "hf", "--set", "train.lr=0.5", "--limit", "2")
+    prov = json.loads((run / "bench" / "test-hf-limit2" / "summary.json").read_text())["provenance"]
+    assert prov["run"]["recipe_changes_since_training"] == ["train.lr"]
+    assert prov["run"]["adapter_digest"] == manifest["adapter_digest"] == prov["models"]["tuned"]["adapter_digest"]
+
+
+def test_after_a_full_bench_other_prompt_modes_and_a_limit_answer_from_its_records(run):
+    full = json.loads((run / "bench" / "test-hf" / "summary.json").read_text())
+    adaptive = run_medzoo("bench", "phantom-tiny", *_sets(run), "--engine", "hf", "--prompts", "adaptive")
+    assert "every answer asked for is already in" in adaptive.stdout and "generations (" not in adaptive.stdout
+    again = json.loads((run / "bench" / "test-hf" / "summary.json").read_text())
+    assert [c["config"] for c in again["configs"]] == [c["config"] for c in full["configs"]], "the view keeps its modes"
+    # the printed table: each figure with its interval, then the paired contrasts and definitions
+    row = next(line for line in adaptive.stdout.splitlines() if line.startswith("| tuned/adaptive | 4 |"))
+    assert row.count("[") >= 4
+    assert (
+        "**paired contrasts**" in adaptive.stdout
+        and "| tuned vs base (adaptive prompt) | vqa: exact_match |" in adaptive.stdout
+    )
+    assert "- `token_f1`: SQuAD token F1" in adaptive.stdout
+
+    limited = run_medzoo(
+        "bench", "phantom-tiny", *_sets(run), "--engine", "hf", "--prompts", "adaptive", "--limit", "3"
+    )
+    assert "6 answers reused from the run's other bench folders" in limited.stdout
+    assert "generations (" not in limited.stdout
+
+    def answers(folder):
+        return {
+            (r["config"], r["id"]): r["prediction"]
+            for r in map(json.loads, (run / "bench" / folder / "records.jsonl").read_text().splitlines())
+        }
+
+    full_answers, limited_answers = answers("test-hf"), answers("test-hf-limit3")
+    assert len(limited_answers) == 6 and all(full_answers[k] == v for k, v in limited_answers.items())
+
+
+def test_the_card_reports_only_a_bench_of_its_own_adapter_on_the_whole_split(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from medzoo.card import build_card
+
+    other = tmp_path / "other-adapter"
+    shutil.copytree(run / "adapter", other)
+    weights = load_file(other / "adapter_model.safetensors")
+    name = next(k for k in weights if "lora_B" in k)
+    weights[name] = weights[name] + 0.01  # another adapter: the same shape, other weights
+    save_file(weights, other / "adapter_model.safetensors")
+
+    run_medzoo("bench", "phantom-tiny", *_sets(run), "--engine", "hf", "--adapter", str(other))
+    run_medzoo("bench", "phantom-tiny", *_sets(run), "--engine", "hf", "--limit", "2")
+    card = build_card(_recipe(run))
+    assert card.data.eval_results is None, "no model-index of another adapter or of a subset"
+    assert "Not benchmarked: no bench of this adapter on the whole split" in card.text
+    assert "test-hf (another adapter)" in card.text and "test-hf-limit2 (only the first 2 examples)" in card.text
+    _, files = _stage(run)
+    assert "bench_summary.json" not in files and "plot.png" not in files
+
+    own = run_medzoo("bench", "phantom-tiny", *_sets(run), "--engine", "hf")
+    assert "every answer asked for is already in" in own.stdout, "its own answers are still in the folder"
+    card = build_card(_recipe(run))
+    assert card.data.eval_results and "paired contrasts" in card.text and "Not benchmarked" not in card.text
+
+
+def _stage(run):
+    from medzoo.publish import stage
+
+    return stage(_recipe(run), "me/x", ["adapter"], out=run / "publish-check")

@@ -50,7 +50,7 @@ def _record(config, task, pred, ref, category=None):
     _, m = score_example(task, pred, ref)
     m["bertscore_f1"] = 1.0 if pred == ref else 0.5
     return {
-        "id": f"{task}-{pred}-{ref}",
+        "id": f"{task}-{ref}",  # the same question in every configuration (paired by id)
         "task": task,
         "category": category,
         "config": config,
@@ -85,10 +85,22 @@ def test_summary_tables_csv_and_plot(tmp_path):
     )
     md = markdown_tables(summary)
     assert "| base/none | 3 | 0.333 |" in md and "| tuned/none | 1.000 | 1.000 |" in md
+    # With the evidence the bench adds: every figure with its interval, the contrast, the definitions.
+    from medzoo.bench.evidence import evidence
+    from medzoo.bench.report import definitions
+
+    summary["evidence"] = evidence(records, ["base/none", "tuned/none"])
+    summary["definitions"] = definitions(summary)
+    md = markdown_tables(summary)
+    wilson = summary["evidence"]["intervals"]["base/none"]["all"]["exact_match"]
+    assert f"| base/none | 3 | 0.333 [{wilson['low']:.3f}, {wilson['high']:.3f}] |" in md
+    assert "| tuned vs base (none prompt) | vqa: exact_match | +0.500" in md
+    assert "- `share_mre_lt_0.2`: share of reference values answered within 20% relative error" in md
     write_reports(tmp_path, summary)
     rows = (tmp_path / "summary.csv").read_text().splitlines()
-    assert rows[0] == "config,model,mode,task,metric,value"
-    assert "tuned/none,tuned,none,vqa:presence,accuracy,1.0" in rows
+    assert rows[0] == "config,model,mode,task,metric,value,ci_low,ci_high"
+    presence = next(r for r in rows if r.startswith("tuned/none,tuned,none,vqa:presence,accuracy,1.0,"))
+    assert float(presence.split(",")[-2]) < 1.0 == float(presence.split(",")[-1]), "Wilson interval of 1 of 1"
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "summary.json").read_text())["configs"][1]["config"] == "tuned/none"
 

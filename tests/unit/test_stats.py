@@ -11,7 +11,14 @@ from medzoo.bench.evidence import evidence
 
 
 def _obs(values, clusters=None):
-    return stats.Observations([float(v) for v in values], clusters or [str(i) for i in range(len(values))])
+    values = [float(v) for v in values]
+    proportion = all(v in (0.0, 1.0) for v in values)
+    return stats.Observations(values, clusters or [str(i) for i in range(len(values))], proportion)
+
+
+def test_a_continuous_score_of_zeros_is_not_treated_as_a_proportion():
+    iv = stats.interval(stats.Observations([0.0] * 12, [str(i) for i in range(12)], proportion=False))
+    assert iv["method"] != "wilson" and iv["high"] == 0.0
 
 
 def test_proportion_interval_is_wilson_from_statsmodels():
@@ -97,6 +104,15 @@ def test_detectable_difference_is_statsmodels_power_times_spread():
     assert d == pytest.approx(0.4 * TTestPower().solve_power(nobs=100, alpha=0.05, power=0.8))
     assert stats.detectable_difference(400, 0.4) < d, "more examples detect smaller differences"
     assert stats.detectable_difference(100, 0.0) is None
+
+
+def test_detectable_share_is_the_one_way_effect_size_solved_for_delta():
+    from statsmodels.stats.power import TTestPower
+
+    delta = stats.detectable_share(100)
+    effect = TTestPower().solve_power(nobs=100, alpha=0.05, power=0.8)
+    assert delta / np.sqrt(delta * (1 - delta)) == pytest.approx(effect)
+    assert 0.05 < delta < 0.1 and stats.detectable_share(1000) < delta
 
 
 def test_holm_matches_statsmodels():
