@@ -218,6 +218,8 @@ def merge_for_recipe(
     trained = None if adapter else open_run(recipe, "merge")
     base = recipe_base(recipe)
     _, rows = first_rows(recipe.data, recipe.bench.split, n_check)
+    if trained:
+        trained.check_image_settings(base.image_settings, "merge")
     source = prompts_source(recipe, trained)  # the prompts the adapter was trained with
     prepared = prepare(
         rows, base.processor, base.family, prompt_settings(source), source.prompts.train_mode, base.image_settings

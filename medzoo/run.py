@@ -134,6 +134,16 @@ class TrainedRun:
     def prompt_mode(self) -> str:
         return self.recipe.prompts.train_mode
 
+    def check_image_settings(self, settings: dict, stage: str) -> None:
+        """Refuse a base whose processor now sizes images otherwise than in training (the recipe
+        leaves a field to the processor, and the processor changed, e.g. a Hub update)."""
+        trained = self.manifest.image_settings
+        if trained and dict(settings) != trained:
+            raise StateMismatch(
+                f"{stage}: the base's processor sizes images as {dict(settings)}, but {self.dir.root} was trained "
+                f"with {trained}; set those image.* fields in the recipe, or retrain"
+            )
+
     def prompt_settings(self):
         """The system prompts training rendered (medzoo.prompts.PromptSettings)."""
         from medzoo.recipe import prompt_settings

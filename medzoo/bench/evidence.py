@@ -38,7 +38,8 @@ def _figures(recs: list[dict]) -> dict[str, dict[str, stats.Observations]]:
         if r.get("category") and "accuracy" in task_values:
             add(f"{r['task']}:{r['category']}", "accuracy", task_values["accuracy"], c)
     return {
-        scope: {k: stats.Observations(v, clusters[scope][k], k in PROPORTIONS) for k, v in figs.items()} for scope, figs in values.items()
+        scope: {k: stats.Observations(v, clusters[scope][k], k in PROPORTIONS) for k, v in figs.items()}
+        for scope, figs in values.items()
     }
 
 

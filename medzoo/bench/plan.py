@@ -25,6 +25,7 @@ CPU_VLLM_CROSSOVER_GENERATIONS = 1500
 class BenchModel:
     label: str  # "base", "tuned", or an adapter folder's name
     adapter: str | None = None  # None: the base model itself
+    run: object = None  # medzoo.run.TrainedRun when the adapter is the recipe's own run
 
 
 def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchModel]:
@@ -43,9 +44,9 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
                 raise MissingState(
                     f"{path}: no trained adapter; run `medzoo train {recipe.name}` first, pass --adapter, or use --models base"
                 )
-            open_run(recipe, "bench")  # refuses a recipe that changed the adapter's inputs
+            trained = open_run(recipe, "bench")  # refuses a recipe that changed the adapter's inputs
             read_adapter_config(path)
-            models.append(BenchModel("tuned", str(path)))
+            models.append(BenchModel("tuned", str(path), trained))
         else:
             raise InvalidValue(f"--models: expected base and/or tuned, got {name!r}")
     for i, a in enumerate(adapters):

@@ -62,6 +62,9 @@ def run_bench(
 
     t = time.perf_counter()
     base = recipe_base(recipe)
+    for m in bench_models:
+        if m.run is not None:
+            m.run.check_image_settings(base.image_settings, "bench")
     dropped = DropCounter()
     rows, fingerprint = _rows(recipe, split, limit, dropped)
     engine, engine_reason = _engine(engine, len(bench_models) * len(modes) * len(rows), base, lora_mode)

@@ -139,7 +139,10 @@ def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
     else:
         server = serving.vllm_server(r, host=host, port=port or 8000, adapter=adapter, base=base)
     _, rows = first_rows(r.data, r.bench.split, 1)  # the request a bench sends for its first example
-    source = prompts_source(r, open_run(r, "serve"))  # the prompts the adapter was trained with
+    trained = open_run(r, "serve")
+    if trained:
+        trained.check_image_settings(base.image_settings, "serve")
+    source = prompts_source(r, trained)  # the prompts the adapter was trained with
     mode = source.prompts.train_mode
     messages = prepare(rows, base.processor, base.family, prompt_settings(source), mode, base.image_settings).messages[
         0

@@ -66,6 +66,8 @@ def _write_export(recipe, out_dir: Path, quants: list[str], n_parity: int, leave
     # folder, so resolving settings from it would lose the tiny models' resize and misstate the
     # pixel size in measurement prompts).
     base = recipe_base(recipe)
+    if trained:
+        trained.check_image_settings(base.image_settings, "export")
     write_added_tokens_decoder(merged, base.processor.tokenizer)  # a folder merged by an older medzoo lacks it
 
     t = time.perf_counter()
