@@ -9,17 +9,19 @@ request (`lora_mode="merged"`, or when an adapter has weights vLLM's LoRA cannot
 adapter is merged (medzoo.merge) and served by its own engine, one after the other.
 `engine="hf"` is the transformers reference (batched left-padded generate).
 
-Results folder (default <run_dir>/bench/<split>-<engine>):
+Results folder (default <run_dir>/bench/<split>-<engine>, `-limit<N>` for a --limit bench):
 
-    spec.json       what was evaluated (a rerun with other settings refuses to mix into it)
-    records.jsonl   one line per (config, example): prompt, prediction, reference, parse, metrics
-    summary.json    per configuration: text metrics, per-task metrics, per-category accuracy, timing
-    summary.csv     the same, long format (config, model, mode, task, metric, value)
+    records.jsonl   one line per (config, example) ever answered here: prompt, prediction,
+                    reference, parse, metrics, image key, and the producer digest (medzoo.bench.store)
+    summary.json    per configuration: text metrics, per-task metrics, per-category accuracy, timing;
+                    `evidence` (intervals, paired contrasts: medzoo.bench.evidence), `definitions`,
+                    `provenance` (adapter digests, run, engine, split, limit, data fingerprint)
+    summary.csv     the same, long format (config, model, mode, task, metric, value, ci_low, ci_high)
     summary.md      the tables printed at the end
-    plot.png        primary metric per task, one bar per configuration
+    plot.png        primary metric per task, one bar per configuration, 95% intervals as error bars
 
-Work happens in `<out>.partial/`; records are appended as each chunk finishes, so a killed bench
-resumes without recomputing them, and the folder is renamed to `<out>` only when complete.
+Records are appended as each chunk finishes and reused by what produced them, so a killed bench
+resumes without recomputing them, and another request (fewer modes, a limit) answers from them.
 """
 
 from medzoo.bench.plan import BENCH_ENGINES, LORA_MODES, BenchModel, choose_engine, choose_lora_mode, resolve_models
