@@ -32,15 +32,21 @@ def cached_dataset(kind: str, parts: dict, build: Callable[[], object]):
     from datasets import load_from_disk
 
     from medzoo.atomic import build_dir
+    from medzoo.locks import exclusive
 
     path = medzoo_home() / "cache" / kind / cache_key(parts)
     if (path / "medzoo-cache.json").exists():
         return load_from_disk(str(path)), True, path
-    ds = build()
-    try:
-        with build_dir(path) as tmp:
-            ds.save_to_disk(str(tmp))
-            (tmp / "medzoo-cache.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
-    except FileExistsError:
-        pass
+    # One builder per entry; a second process waits for it and reads its result instead of
+    # preprocessing the same data again.
+    with exclusive(path, "a preprocessed dataset", wait=True, log=print):
+        if (path / "medzoo-cache.json").exists():
+            return load_from_disk(str(path)), True, path
+        ds = build()
+        try:
+            with build_dir(path) as tmp:
+                ds.save_to_disk(str(tmp))
+                (tmp / "medzoo-cache.json").write_text(json.dumps(parts, indent=2, sort_keys=True, default=str))
+        except FileExistsError:
+            pass
     return load_from_disk(str(path)), False, Path(path)

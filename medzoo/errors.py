@@ -34,3 +34,7 @@ class UnknownName(MedzooError, KeyError):
 
 class StateMismatch(MedzooError, ValueError):
     """An earlier stage's output that was made with other settings than the recipe asks for."""
+
+
+class Busy(MedzooError, BlockingIOError):
+    """An output another medzoo process is writing right now."""

@@ -20,6 +20,7 @@ from medzoo.bench.store import (
     sibling_records,
 )
 from medzoo.errors import InvalidValue, UnknownName
+from medzoo.locks import exclusive
 
 
 @dataclass
@@ -73,57 +74,58 @@ def run_bench(
     served_by = {k: v for k, v in server.items() if k != "api_key"} if engine == "openai" else None
     producers = _producers(recipe, base, bench_models, engine, mode_used, ps, served_by)
     out = Path(out) if out else recipe.run_path() / "bench" / results_folder(split, engine, limit)
-    if overwrite and (out / RECORDS).exists():
-        (out / RECORDS).unlink()
-    stored = open_results(out, log)
+    with exclusive(out, "bench results"):  # one writer per results folder (medzoo.locks)
+        if overwrite and (out / RECORDS).exists():
+            (out / RECORDS).unlink()
+        stored = open_results(out, log)
 
-    prepared = _prepared(rows, base, ps, modes, log)
-    image_keys = [_image_key(images) for images in prepared[modes[0]].images]
-    timing["setup_s"] = time.perf_counter() - t
-    requested = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
-    found = _matching(stored, producers, rows, prepared, image_keys)
-    reused = _reuse(out, requested, producers, rows, prepared, image_keys, found, log)
-    pending = _pending(bench_models, modes, rows, prepared, found)
-    records: list[dict] = []
-    scorer = _ChunkScorer(
-        rows, image_keys, producers, bertscorer(recipe.bench.bertscore_model), out / RECORDS, records, timing
-    )
-    if pending:
-        done = len(requested) * len(rows) - len(pending)
-        log(
-            f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x "
-            f"{len(rows)} examples" + (f", {done} already answered" if done else "") + f"), engine {engine}"
-            + (f", adapters as {mode_used}" if engine in ("vllm", "openai") else "")
-            + (f" ({engine_reason})" if engine_reason.startswith("auto") else "")
+        prepared = _prepared(rows, base, ps, modes, log)
+        image_keys = [_image_key(images) for images in prepared[modes[0]].images]
+        timing["setup_s"] = time.perf_counter() - t
+        requested = [f"{m.label}/{mode}" for m in bench_models for mode in modes]
+        found = _matching(stored, producers, rows, prepared, image_keys)
+        reused = _reuse(out, requested, producers, rows, prepared, image_keys, found, log)
+        pending = _pending(bench_models, modes, rows, prepared, found)
+        records: list[dict] = []
+        scorer = _ChunkScorer(
+            rows, image_keys, producers, bertscorer(recipe.bench.bertscore_model), out / RECORDS, records, timing
+        )
+        if pending:
+            done = len(requested) * len(rows) - len(pending)
+            log(
+                f"bench: {len(pending)} generations ({len(bench_models)} models x {len(modes)} prompt modes x "
+                f"{len(rows)} examples" + (f", {done} already answered" if done else "") + f"), engine {engine}"
+                + (f", adapters as {mode_used}" if engine in ("vllm", "openai") else "")
+                + (f" ({engine_reason})" if engine_reason.startswith("auto") else "")
+            )  # fmt: skip
+            ctx = {**_engine_context(recipe, base, prepared), "server": server}
+            _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
+        else:
+            log(f"bench: every answer asked for is already in {out} ({len(requested) * len(rows)} records)")
+        for r in records:
+            found[(r["config"], r["id"])] = r
+
+        t = time.perf_counter()
+        # The folder's view: what was asked now, plus its other configurations still complete and current.
+        configs = [c for c in producers if c in requested or all((c, row["id"]) in found for row in rows)]
+        view = [found[(c, row["id"])] for c in configs for row in rows]
+        summary = summarize(view, configs, bertscore_model=recipe.bench.bertscore_model)
+        summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
+        summary["engine_reason"] = engine_reason
+        summary.update(lora_mode=mode_used, dropped=dropped.as_dict(), timing=timing)
+        summary["evidence"] = evidence(view, configs, seed=recipe.seed)
+        summary["definitions"] = definitions(summary)
+        summary["provenance"] = _provenance(
+            recipe, bench_models, engine, mode_used, split, limit, rows, fingerprint, producers, configs,
+            len(pending), reused,
         )  # fmt: skip
-        ctx = {**_engine_context(recipe, base, prepared), "server": server}
-        _generate(recipe, ctx, pending, bench_models, engine, mode_used, chunk_size, progress, scorer, timing, log)
-    else:
-        log(f"bench: every answer asked for is already in {out} ({len(requested) * len(rows)} records)")
-    for r in records:
-        found[(r["config"], r["id"])] = r
-
-    t = time.perf_counter()
-    # The folder's view: what was asked now, plus its other configurations still complete and current.
-    configs = [c for c in producers if c in requested or all((c, row["id"]) in found for row in rows)]
-    view = [found[(c, row["id"])] for c in configs for row in rows]
-    summary = summarize(view, configs, bertscore_model=recipe.bench.bertscore_model)
-    summary.update(recipe=recipe.name, base=base.path, split=split, n_examples=len(rows), engine=engine)
-    summary["engine_reason"] = engine_reason
-    summary.update(lora_mode=mode_used, dropped=dropped.as_dict(), timing=timing)
-    summary["evidence"] = evidence(view, configs, seed=recipe.seed)
-    summary["definitions"] = definitions(summary)
-    summary["provenance"] = _provenance(
-        recipe, bench_models, engine, mode_used, split, limit, rows, fingerprint, producers, configs,
-        len(pending), reused,
-    )  # fmt: skip
-    timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
-    timing["total_s"] = time.perf_counter() - t_all
-    markdown = write_reports(out, summary)
-    records = view
-    if dropped.total():  # said once, at the end, where it is not lost among the progress bars
-        log(f"bench: {dropped.describe()} from split {split!r}; the {len(rows)} usable example(s) were scored")
-    return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
+        timing["summary_s"] = time.perf_counter() - t  # before write_reports so summary.json has it
+        timing["total_s"] = time.perf_counter() - t_all
+        markdown = write_reports(out, summary)
+        records = view
+        if dropped.total():  # said once, at the end, where it is not lost among the progress bars
+            log(f"bench: {dropped.describe()} from split {split!r}; the {len(rows)} usable example(s) were scored")
+        return BenchResult(out=out, summary=summary, markdown=markdown, records=records)
 
 
 def results_folder(split: str, engine: str, limit: int | None) -> str:

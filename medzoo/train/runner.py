@@ -39,9 +39,15 @@ def train(
 
     `callbacks` are extra transformers TrainerCallbacks (medzoo tune's pruning hook);
     `accept_recipe_changes` lets `resume` continue with changed training settings (recipe_guard)."""
-    from medzoo.data.sources import loaded_once
+    import contextlib
 
-    with loaded_once():  # the dataset is read (and DICOM/NIfTI converted) once per run, not per use
+    from medzoo import launch
+    from medzoo.data.sources import loaded_once
+    from medzoo.locks import exclusive
+
+    # One training per run folder (rank 0 holds it; the other ranks of the same run do not write).
+    held = exclusive(recipe.run_path(), "training outputs") if launch.is_main() else contextlib.nullcontext()
+    with held, loaded_once():  # the dataset is read (and DICOM/NIfTI converted) once per run, not per use
         return _train(recipe, resume, overwrite, dry_run, eval_limit, log, callbacks, progress, accept_recipe_changes)
 
 

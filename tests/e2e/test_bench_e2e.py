@@ -128,6 +128,43 @@ def test_bench_resumes_after_kill_and_answers_other_requests_from_the_same_recor
     assert len(_records(out)) == 48, "the records are kept for later benches"
 
 
+def test_two_benches_into_one_folder_at_once_write_it_once(trained, tmp_path):
+    from conftest import run_medzoo_together
+
+    def bench(out):
+        return [
+            "bench",
+            "phantom-tiny",
+            "--set",
+            f"run_dir={trained}",
+            "--engine",
+            "hf",
+            "--limit",
+            "4",
+            "--out",
+            str(out),
+        ]
+
+    run_medzoo(*bench(tmp_path / "single" / "results"))
+    single = _records(tmp_path / "single" / "results")
+    for rep in ("a", "b"):  # started together, twice
+        out = tmp_path / rep / "results"
+        procs = list(run_medzoo_together({"first": bench(out), "second": bench(out)}).values())
+        ok = [p for p in procs if p.returncode == 0]
+        refused = [p for p in procs if p.returncode != 0]
+        # Either the second found the folder held (one line naming the holder), or it started after
+        # the first had finished and answered from its records; never two writers.
+        if refused:
+            assert len(ok) == 1 and "already being written (bench results) by process" in refused[0].stderr
+            assert refused[0].stderr.count("\n") == 1
+        else:
+            assert any("every answer asked for is already in" in p.stdout for p in ok)
+        lines = (out / "records.jsonl").read_text().splitlines()
+        assert len(lines) == len(single) == 24, "each answer written once"
+        got = _records(out)
+        assert {k: r["prediction"] for k, r in got.items()} == {k: r["prediction"] for k, r in single.items()}
+
+
 @pytest.mark.slow
 def test_merge_checks_logits_and_merged_vllm_matches_lora(trained, vllm_run):
     merged = trained / "merged"

@@ -37,7 +37,9 @@ def test_two_processes_building_the_same_cache(tmp_path):
         assert p.exitcode == 0
     results = [queue.get() for _ in procs]
     assert all(n == 16 for n, _ in results)
-    entries = [p for p in (tmp_path / "cache" / "preprocessed").iterdir()]
+    # One builds the entry while holding its lock; the other waits and reads it (medzoo.locks).
+    assert sorted(hit for _, hit in results) == [False, True]
+    entries = [p for p in (tmp_path / "cache" / "preprocessed").iterdir() if p.name != ".locks"]
     assert len(entries) == 2 and not [p for p in entries if p.name.startswith(".")], entries
     # A third process reads the finished entry.
     p3 = ctx.Process(target=_prepare, args=(home, None, queue))
