@@ -26,6 +26,23 @@ def adapter_digest(adapter_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def check_adapter_finite(adapter_dir) -> None:
+    """Refuse an adapter whose weights hold NaN or inf (a checkpoint of a diverged run): every
+    answer it gives is garbage that would still be scored."""
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.exists():
+        return  # read_adapter_config / the loader name what is missing
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            if not bool(f.get_tensor(name).isfinite().all()):
+                raise InvalidValue(
+                    f"{adapter_dir}: adapter weight {name} holds NaN or inf (the training run diverged); "
+                    "use an earlier checkpoint or retrain with a lower train.lr"
+                )
+
+
 def read_adapter_config(adapter_dir) -> dict:
     """A peft adapter folder's adapter_config.json, or a one-line error naming the file."""
     import json

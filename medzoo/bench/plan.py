@@ -30,7 +30,7 @@ class BenchModel:
 
 def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchModel]:
     """`--models base,tuned` and `--adapter PATH ...` -> the models to evaluate."""
-    from medzoo.adapters import read_adapter_config
+    from medzoo.adapters import check_adapter_finite, read_adapter_config
 
     models: list[BenchModel] = []
     for name in names:
@@ -46,6 +46,7 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
                 )
             trained = open_run(recipe, "bench")  # refuses a recipe that changed the adapter's inputs
             read_adapter_config(path)
+            check_adapter_finite(path)
             models.append(BenchModel("tuned", str(path), trained))
         else:
             raise InvalidValue(f"--models: expected base and/or tuned, got {name!r}")
@@ -54,6 +55,7 @@ def resolve_models(recipe, names: list[str], adapters: list[str]) -> list[BenchM
         if not (p / "adapter_config.json").exists():
             raise MissingState(f"--adapter {a}: not a peft adapter folder (no adapter_config.json)")
         read_adapter_config(p)
+        check_adapter_finite(p)
         label = "tuned" if len(adapters) == 1 else f"{p.parent.name if p.name == 'adapter' else p.name}-{i}"
         models.append(BenchModel(label, str(p)))
     if not models:

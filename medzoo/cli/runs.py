@@ -71,14 +71,20 @@ def train(
         cmd = launch.launch_command(args, nproc or 1, launcher, launch_config, launcher_args)
         click.echo("launching: " + " ".join(cmd), err=True)
         sys.exit(subprocess.call(cmd))
-    result = run_train(
-        r,
-        resume=resume,
-        overwrite=overwrite,
-        dry_run=dry_run,
-        log=click.echo,
-        accept_recipe_changes=accept_recipe_changes,
-    )
+    try:
+        result = run_train(
+            r,
+            resume=resume,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            log=click.echo,
+            accept_recipe_changes=accept_recipe_changes,
+        )
+    except KeyboardInterrupt:
+        # Checkpoints written so far are kept (one cut short while saving has no completion marker).
+        hint = "" if dry_run else f"; continue with `medzoo train {recipe or r.name} --resume`"
+        click.echo(f"\ninterrupted{hint}", err=True)
+        sys.exit(130)
     if dry_run and launch.is_main():
         click.echo(json.dumps(result, indent=2))
 
@@ -94,10 +100,13 @@ def check(recipe, no_sample, overrides):
     r = load_chosen_recipe(recipe, overrides)
     report = run_check(r, render_sample=not no_sample, log=click.echo)
     if not report.ok:
-        click.echo(
-            f"error: {len(report.unreadable)} unreadable image(s); fix them or they are dropped (and counted) in training",
-            err=True,
-        )
+        for problem in report.problems:
+            click.echo(f"error: {problem}", err=True)
+        if report.unreadable:
+            click.echo(
+                f"error: {len(report.unreadable)} unreadable image(s); fix them or they are dropped (and counted) in training",
+                err=True,
+            )
         sys.exit(1)
     click.echo("ok")
 

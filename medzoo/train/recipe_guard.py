@@ -18,8 +18,9 @@ from medzoo.errors import StateMismatch
 RECIPE_FILE = "recipe.yaml"
 # Fields that describe or evaluate a run but do not change how it trains.
 FREE = ("name", "description", "license", "run_dir", "bench.", "tune.", "train.threads")
-# Fields the checkpoint's weights, optimiser state or cached data depend on.
-FIXED = ("base", "seed", "adapter.", "image.", "data.", "prompts.")
+# Fields the checkpoint's weights, optimiser state or cached data depend on. The learning rate is in
+# the optimiser state too, but a resume applies the recipe's (medzoo.train.trainer.apply_lr).
+FIXED = ("base", "seed", "adapter.", "image.", "data.", "prompts.", "train.optimizer", "train.weight_decay")
 
 
 def record_started(run_dir: Path, recipe) -> None:

@@ -111,6 +111,11 @@ def trainer_class():
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
             return (loss, outputs) if return_outputs else loss
 
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:  # --resume: the recipe's lr, not the checkpoint's (see apply_lr)
+                apply_lr(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             import torch
 
@@ -119,6 +124,26 @@ def trainer_class():
             return loss.detach(), None, None
 
     return AnswerLossTrainer
+
+
+def apply_lr(optimizer, scheduler, lr: float) -> None:
+    """Make a resumed optimiser and scheduler follow `lr` from this step on.
+
+    A checkpoint's optimiser and scheduler state carry the learning rate the run started with
+    (the param groups' lr / initial_lr, the scheduler's base_lrs), so a resume with
+    `--accept-recipe-changes` and another train.lr would go on with the old one. The schedule's
+    shape (warm-up, decay, steps) is rebuilt from the arguments and is already the new one; its
+    current factor is kept and applied to the new base."""
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if base_lrs is None or optimizer is None:  # e.g. DeepSpeed's own scheduler: it restores its own
+        return
+    groups = getattr(optimizer, "param_groups", [])
+    for group, base in zip(groups, base_lrs):
+        factor = group["lr"] / base if base else 0.0
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    scheduler.base_lrs = [lr] * len(base_lrs)
+    scheduler._last_lr = [group["lr"] for group in groups]
 
 
 # ---------------------------------------------------------------- training
@@ -179,9 +204,14 @@ def checkpoint_marker_callback():
     from transformers import TrainerCallback
 
     class MarkCheckpointComplete(TrainerCallback):
-        def on_save(self, args, state, control, **kw):  # called after the whole checkpoint is written
+        def on_save(self, args, state, control, model=None, **kw):  # after the whole checkpoint is written
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
+            # A checkpoint whose weights went NaN / inf is not one to resume from or to bench: it
+            # stays unmarked, so --resume skips it (medzoo.train.trainer.latest_checkpoint).
+            finite = model is None or all(
+                bool(p.detach().isfinite().all()) for p in model.parameters() if p.requires_grad
+            )
+            if state.is_world_process_zero and folder.is_dir() and finite:
                 (folder / CHECKPOINT_COMPLETE).write_text(f"{state.global_step}\n")
 
     return MarkCheckpointComplete()

@@ -119,6 +119,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (victim / "adapter").exists()
+    import shutil
+
+    new_lr = tmp_path / "new-lr"  # the same interrupted run, resumed with another learning rate
+    shutil.copytree(victim, new_lr)
+    for stale in (new_lr / "checkpoints" / "00-main").glob("checkpoint-*"):
+        if int(stale.name.split("-")[1]) > 8:
+            shutil.rmtree(stale)
 
     out = run_medzoo("train", "phantom-tiny", "--resume", "--set", f"run_dir={victim}", *common)
     assert "resuming from" in out.stdout
@@ -126,6 +133,22 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max().item() < 1e-5, k
+
+    # --accept-recipe-changes with another lr: the optimiser follows it from the resumed step on
+    # (the checkpoint's optimiser state held the old one), at the same point of the schedule.
+    old_lr = json.loads((victim / "manifest.json").read_text())["trained_recipe"]["train"]["lr"]
+    args = ["--set", f"run_dir={new_lr}", *common, "--set", f"train.lr={old_lr / 4}", "--accept-recipe-changes"]
+    run_medzoo("train", "phantom-tiny", "--resume", *args)
+
+    def logged_lrs(run):
+        state = json.loads((run / "checkpoints" / "00-main" / "checkpoint-16" / "trainer_state.json").read_text())
+        return {e["step"]: e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}
+
+    full, changed = logged_lrs(tmp_path / "full"), logged_lrs(new_lr)
+    after = [s for s in full if s > 8]
+    assert after and all(changed[s] == pytest.approx(full[s] / 4) for s in after), (full, changed)
+    c = _adapter_tensors(new_lr / "adapter")
+    assert any((a[k] - c[k]).abs().max().item() > 1e-6 for k in a), "the new lr changed the adapter"
 
 
 def test_qlora_trains_on_cpu(tmp_path):
@@ -164,3 +187,21 @@ def test_curriculum_stages_continue_from_each_other(tmp_path):
     for s in stages:
         assert (run / "stages" / s["stage"] / "adapter_model.safetensors").exists()
     assert "stage 02-mixed" in proc.stdout
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(
+            [str(MEDZOO), "train", "phantom-tiny", "--set", f"run_dir={tmp_path / 'run'}", *FAST,
+             "--set", "train.max_steps=2000"],
+            stdout=subprocess.DEVNULL, stderr=f, cwd=REPO,
+        )  # fmt: skip
+        deadline = time.time() + 300
+        while "train:" not in err.read_text(errors="replace"):  # the progress bar: steps are running
+            assert proc.poll() is None and time.time() < deadline, err.read_text()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+    last = err.read_text(errors="replace").strip().splitlines()[-1]
+    assert last == "interrupted; continue with `medzoo train phantom-tiny --resume`", last

@@ -89,3 +89,37 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(method, tmp_pat
     assert any(g.abs().sum() > 0 for g in plain.values())  # lora_B starts at zero: lora_A's gradient is 0
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_a_resumed_optimiser_follows_the_recipe_lr_from_that_step():
+    """--resume --accept-recipe-changes with another lr: the checkpoint's optimiser and scheduler
+    state carry the old lr; after apply_lr the run continues exactly as one started with the new lr
+    would at that step (the schedule's factor kept)."""
+    import torch
+    from transformers import get_scheduler
+
+    from medzoo.train.trainer import apply_lr
+
+    def run(lr, steps, state=None):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.AdamW([w], lr=lr)
+        sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=10)
+        if state:
+            opt.load_state_dict(state[0])
+            sched.load_state_dict(state[1])
+            apply_lr(opt, sched, lr)
+        lrs = []
+        for _ in range(steps):
+            w.sum().backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            lrs.append(opt.param_groups[0]["lr"])
+        return lrs, (opt.state_dict(), sched.state_dict())
+
+    old, state = run(1e-3, 4)
+    resumed, _ = run(5e-4, 4, state)
+    fresh, _ = run(5e-4, 8)
+    assert resumed == pytest.approx(fresh[4:]), "the new lr from the resumed step on"
+    unapplied = run(1e-3, 4, state)[0]
+    assert unapplied == pytest.approx(run(1e-3, 8)[0][4:]) and unapplied != pytest.approx(resumed)
