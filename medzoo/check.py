@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from medzoo.bench.scoring import MEASUREMENT_VALUES
 from medzoo.errors import InvalidValue
 
 
@@ -20,11 +21,12 @@ class CheckReport:
     by_group: dict = field(default_factory=dict)  # split -> {dataset or task: examples}
     unreadable: list = field(default_factory=list)  # (split, id, reason)
     empty_answers: int = 0
+    problems: list = field(default_factory=list)  # one line each: what train or bench would refuse or mis-handle
     sample: dict | None = None  # one rendered, processed example
 
     @property
     def ok(self) -> bool:
-        return not self.unreadable and bool(self.counts)
+        return not self.unreadable and not self.problems and bool(self.counts)
 
 
 def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -> CheckReport:
@@ -46,13 +48,28 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
             from datasets import Sequence
 
             raw = raw.cast_column("images", Sequence(_undecoded()))
+        empty, unmeasurable = 0, []
         for row in raw:
             if row.get("answer") is None or str(row["answer"]).strip().lower() in bad_answers:
-                report.empty_answers += 1
+                empty += 1
+            meta = _meta(row)
+            if row.get("task") in MEASUREMENT_VALUES and not meta.get("pixel_spacing_mm"):
+                unmeasurable.append(row.get("id"))
             for im in row.get("images") or [row.get("image")]:
-                reason = image_problem(im)
+                # a DICOM / NIfTI that failed conversion says why in its metadata (medzoo.data.records)
+                reason = meta.get("unreadable") or image_problem(im)
                 if reason:
                     report.unreadable.append((split, row.get("id"), reason))
+        report.empty_answers += empty
+        if len(ds) and empty == len(ds):
+            report.problems.append(
+                f"split {split!r}: all {len(ds)} answers are empty or in data.drop_answers; every example would be dropped"
+            )
+        if unmeasurable:
+            report.problems.append(
+                f"split {split!r}: {len(unmeasurable)} measurement example(s) have no pixel spacing (e.g. "
+                f"{unmeasurable[0]!r}); set data.pixel_spacing_mm or give metadata.pixel_spacing_mm"
+            )
     for split, n in report.counts.items():
         groups = ", ".join(f"{k} {v}" for k, v in sorted(report.by_group[split].items()))
         log(f"{split}: {n} examples" + (f" ({groups})" if groups else ""))
@@ -64,7 +81,9 @@ def check(recipe, render_sample: bool = True, max_listed: int = 20, log=print) -
             log(f"  {split} {rid}: {reason}")
     else:
         log("every image exists and decodes")
-    if render_sample:
+    for problem in report.problems:
+        log(f"problem: {problem}")
+    if render_sample and not report.problems:
         report.sample = _render_one(recipe, splits, clean_rows, DropCounter)
         s = report.sample
         log(
@@ -110,6 +129,16 @@ def _log_medical_files(splits, max_listed: int, log) -> None:
         log(line)
     if len(lines) > max_listed:
         log(f"  ... and {len(lines) - max_listed} more")
+
+
+def _meta(row: dict) -> dict:
+    import json
+
+    text = row.get("metadata")
+    try:
+        return json.loads(text) if isinstance(text, str) and text else dict(text or {})
+    except (ValueError, TypeError):
+        return {}
 
 
 def _undecoded():

@@ -107,9 +107,10 @@ def generate_for_recipe(recipe, split: str = "test", index: int = 0, engines=("h
     ds = load_splits(recipe.data)[split]
     if not 0 <= index < len(ds):
         raise InvalidValue(f"--index {index}: split {split!r} has {len(ds)} examples")
-    reason = drop_reason(undecoded(ds)[index], {a.strip().lower() for a in recipe.data.drop_answers})
+    raw = undecoded(ds)[index]  # the row as stored: decoding a missing image is what is being checked
+    reason = drop_reason(raw, {a.strip().lower() for a in recipe.data.drop_answers})
     if reason:
-        raise InvalidValue(f"--index {index}: example {ds[index]['id']!r} of split {split!r} is unusable ({reason})")
+        raise InvalidValue(f"--index {index}: example {raw['id']!r} of split {split!r} is unusable ({reason})")
     row = ds[index]
     prepared = prepare([row], processor, family, prompt_settings(recipe), mode, settings)
     answers = {

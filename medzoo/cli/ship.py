@@ -148,6 +148,11 @@ def serve(recipe, engine, adapter, quant, host, port, print_only, overrides):
         0
     ]
     model = "tuned" if "tuned" in server.models else serving.BASE_NAME
+    if engine != "llama.cpp" and "tuned" not in server.models:
+        click.echo(
+            f"no adapter trained yet for {r.name} ({r.run_path() / 'adapter'}): serving the base model only; "
+            f"train one with `medzoo train {r.name}`, or pass --adapter"
+        )
     click.echo(f"server command:\n  {server.command_line()}")
 
     def ready():

@@ -4,13 +4,16 @@ DICOM (detected by content, the `DICM` marker at byte 128, or a .dcm name), thro
 pixel pipeline: the decoders pydicom uses (pylibjpeg for JPEG, JPEG-LS, JPEG 2000), the modality
 LUT (rescale slope/intercept or a LUT sequence), then the window: the row's `window_center` /
 `window_width` if given, else the file's own VOI LUT or window, else the 1st..99th percentile;
-MONOCHROME1 (bright = low values) is inverted so bone is white as in MONOCHROME2. Multi-frame files
-give one frame (`frame`, default the middle one).
+MONOCHROME1 (bright = low values) is inverted so bone is white as in MONOCHROME2. Colour DICOM
+stays colour: RGB (and YBR, which pydicom converts to RGB) as stored, PALETTE COLOR through the
+file's palette (pydicom's apply_color_lut), scaled from the palette's bit depth to 8 bits; no window
+applies to colour. Multi-frame files give one frame (`frame`, default the middle one).
 
 Pixel spacing (row, column, mm): PixelSpacing, else ImagerPixelSpacing (the detector plane: no
 magnification correction, noted as such), else the spacing an enhanced multi-frame file keeps in
 its shared functional groups, else the recipe's `data.pixel_spacing_mm`; otherwise it stays
-unknown and a measurement task refuses the example. Never a silent 1 mm.
+unknown and a measurement task refuses the example. Never a silent 1 mm, and never 0: a spacing
+that is not a positive number is treated as absent (and said so in `spacing_source`).
 
 NIfTI: reoriented to the closest canonical (RAS+) orientation first, so left/right and the spacing
 order do not depend on how the file was written; the slice is taken along `slice_axis` (default 2,
@@ -20,6 +23,7 @@ image's left, anterior / superior at the top).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from medzoo.errors import MedzooError
@@ -66,7 +70,7 @@ def load_medical_image(path: str, meta: dict, default_spacing_mm: float | None =
     if spacing is not None:
         meta.setdefault("pixel_spacing_mm", spacing)
     meta.setdefault("image_size", [int(grey.shape[1]), int(grey.shape[0])])
-    return Image.fromarray(np.stack([grey] * 3, axis=-1))
+    return Image.fromarray(grey if grey.ndim == 3 else np.stack([grey] * 3, axis=-1))
 
 
 def _dicom(path: str, meta: dict):
@@ -81,11 +85,13 @@ def _dicom(path: str, meta: dict):
         raise MedicalImageError(f"{path}: DICOM pixel data does not decode ({first})") from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     meta.update(source_format="dicom", frames=frames, photometric=str(getattr(ds, "PhotometricInterpretation", "")))
+    k = int(meta.get("frame", frames // 2))
+    if not 0 <= k < frames:
+        raise MedicalImageError(f"{path}: frame {k} outside the file's {frames} frame(s) (frames count from 0)")
     if frames > 1:
-        k = int(meta.get("frame", frames // 2))
-        if not 0 <= k < frames:
-            raise MedicalImageError(f"{path}: frame {k} outside the file's {frames} frames")
         arr, meta["frame"] = arr[k], k
+    if meta["photometric"] == "PALETTE COLOR" or (arr.ndim == 3 and arr.shape[-1] == 3):
+        return _dicom_colour(arr, ds, meta), _dicom_spacing(ds, meta)
     if arr.ndim != 2:
         raise MedicalImageError(f"{path}: expected a greyscale image, got pixel data of shape {arr.shape}")
     values = apply_modality_lut(arr, ds)
@@ -93,6 +99,23 @@ def _dicom(path: str, meta: dict):
     if meta["photometric"] == "MONOCHROME1":  # low values are bright: invert, as viewers do
         grey = 255 - grey
     return grey, _dicom_spacing(ds, meta)
+
+
+def _dicom_colour(arr, ds, meta: dict):
+    """A colour DICOM as 8-bit RGB: the palette applied for PALETTE COLOR, RGB samples as stored."""
+    import numpy as np
+    from pydicom.pixels import apply_color_lut
+
+    if meta["photometric"] == "PALETTE COLOR":
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])  # 8 or 16 bits per palette entry
+        rgb = apply_color_lut(arr, ds).astype(np.float64) / (2**bits - 1)
+        meta["windowing"] = f"palette ({bits}-bit)"
+        return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+    bits = int(getattr(ds, "BitsStored", 8) or 8)
+    meta["windowing"] = "none (colour)"
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(arr.astype(np.float64) / (2**bits - 1), 0, 1) * 255).round().astype(np.uint8)
 
 
 def _window_dicom(values, ds, meta: dict):
@@ -149,8 +172,12 @@ def _dicom_spacing(ds, meta: dict) -> list[float] | None:
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
         value = getattr(ds, tag, None)
         if value:
+            spacing = [float(v) for v in value]
+            if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
+                meta["spacing_source"] = f"unknown ({tag} {spacing} is not a positive spacing)"
+                return None
             meta["spacing_source"] = tag if tag == "PixelSpacing" else "ImagerPixelSpacing (detector plane)"
-            return [float(v) for v in value]
+            return spacing
     try:  # enhanced multi-frame: Shared Functional Groups > Pixel Measures
         value = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
         meta["spacing_source"] = "SharedFunctionalGroupsSequence PixelSpacing"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 from pathlib import Path
 
@@ -122,11 +123,10 @@ def table_rows(path: Path, images_root: Path | None = None) -> list[dict]:
         if not Path(image).suffix:  # an image id: look for a file of that name
             found = sorted(root.glob(f"{image}.*"))
             image = found[0].name if found else image
-        meta = rec.get("metadata") or {}
-        meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
+        meta = _metadata(rec.get("metadata"), f"{path}: record {i}: metadata")
         for key in ("slice", "slice_axis", "frame", "window_center", "window_width"):
             if rec.get(key) not in (None, ""):
-                meta[key] = int(rec[key]) if key in ("slice", "slice_axis", "frame") else float(rec[key])
+                meta[key] = _number(rec[key], key in ("slice", "slice_axis", "frame"), f"{path}: record {i}: {key}")
         rows.append(
             {
                 "id": str(rec.get("id", f"{path.stem}-{i}")),
@@ -141,6 +141,32 @@ def table_rows(path: Path, images_root: Path | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+def _metadata(value, where: str) -> dict:
+    """A record's metadata: a mapping, or JSON text of one (CSV cells are text)."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{where}: expected a JSON object, got {value[:60]!r} ({e.msg})") from e
+    if not isinstance(value, dict):
+        raise AnnotationError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _number(value, integer: bool, where: str):
+    """A numeric column (CSV cells are text): an int for slice/frame indices, else a finite float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        kind = "an integer" if integer else "a number"
+        raise AnnotationError(f"{where}: expected {kind}, got {value!r}") from e
+    if not math.isfinite(number) or (integer and not number.is_integer()):
+        raise AnnotationError(f"{where}: expected {'an integer' if integer else 'a finite number'}, got {value!r}")
+    return int(number) if integer else number
 
 
 def sample(rows: list[dict], percent: float, seed: int) -> list[dict]:

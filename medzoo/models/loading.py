@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from medzoo.errors import MissingState
+from medzoo.errors import InvalidValue, MissingState
 from medzoo.models.family import Family
 from medzoo.models.registry import family_for_model_type
 
@@ -19,10 +19,15 @@ from medzoo.models.registry import family_for_model_type
 def model_type_of(path: str) -> str:
     local = Path(path) / "config.json"
     if local.exists():
-        return json.loads(local.read_text())["model_type"]
+        try:
+            return json.loads(local.read_text())["model_type"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidValue(
+                f"base: {local}: expected a JSON object with a model_type (a Hugging Face config)"
+            ) from e
     if Path(path).is_dir():
         raise MissingState(f"base: {path}: the folder has no config.json (expected a Hugging Face model folder)")
-    if _looks_like_path(path):
+    if _looks_like_path(path) or _under_local_folder(path):
         raise MissingState(f"base: {path}: no such folder (a local base must be a Hugging Face model folder)")
     from transformers import AutoConfig
 
@@ -30,6 +35,16 @@ def model_type_of(path: str) -> str:
         return AutoConfig.from_pretrained(path).model_type
     except OSError as e:
         raise MissingState(f"base: {path}: {hub_unavailable_reason(e)}") from e
+
+
+def is_local_path(ref: str) -> bool:
+    """Whether a recipe's base names a folder on this machine rather than a Hub id."""
+    return Path(ref).exists() or _looks_like_path(ref) or _under_local_folder(ref)
+
+
+def _under_local_folder(ref: str) -> bool:
+    """`models/mine` where ./models exists: a local path that is missing, not the Hub id models/mine."""
+    return "/" in ref and Path(ref.split("/", 1)[0]).is_dir()
 
 
 def _looks_like_path(ref: str) -> bool:

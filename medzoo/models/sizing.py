@@ -41,6 +41,10 @@ def base_config(base: str):
     """The base's config: its own where it is on disk (folder or Hub cache), else medzoo's copy."""
     from transformers import AutoConfig
 
+    from medzoo.models.loading import is_local_path, model_type_of
+
+    if is_local_path(base):
+        model_type_of(base)  # a local folder without a usable config.json: one line, not transformers' error
     try:
         return AutoConfig.from_pretrained(base), "its config.json"
     except OSError as e:

@@ -124,7 +124,10 @@ def _resolve_extends(raw: dict, label: str, seen: tuple) -> dict:
     if parent_name is None:
         return {**raw, **({"_own_name": True} if own_name else {})}
     sibling = Path(seen[-1]).parent / f"{parent_name}.yaml"  # a parent next to the file comes first
-    parent_path = sibling if sibling.is_file() else find_recipe(str(parent_name))
+    try:
+        parent_path = sibling if sibling.is_file() else find_recipe(str(parent_name))
+    except RecipeError as e:
+        raise RecipeError(f"{label}: extends: {e}") from e
     if str(parent_path.resolve()) in seen:
         raise RecipeError(f"{label}: extends: {parent_name!r} extends itself (cycle)")
     parent = _read_mapping(parent_path, _label(parent_path))

@@ -63,6 +63,8 @@ def _convert(value, tp, where: str, meta: dict):
                 return _convert(value, option, where, meta)
             except RecipeError as e:
                 errors.append(e)
+        if "expected" in meta and type(None) in args:  # the field's own rule says more than its type
+            raise RecipeError(f"{where}: expected {meta['expected']} (or null), got {_show(value)}")
         raise RecipeError(f"{where}: expected {_describe(tp)}, got {_show(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -151,6 +153,12 @@ def cross_checks(recipe: Recipe) -> None:
             )
     for path, p in recipe.tune.space.items():
         _check_param(recipe, path, p)
+    image = recipe.image
+    if image.min_pixels is not None and image.max_pixels is not None and image.min_pixels > image.max_pixels:
+        # the processor would size every image to min_pixels' bound against max_pixels: one token
+        raise RecipeError(
+            f"image.min_pixels: expected at most image.max_pixels ({image.max_pixels}), got {image.min_pixels}"
+        )
     for name, cat in recipe.prompts.adaptive.items():
         if not cat.keywords:
             raise RecipeError(f"prompts.adaptive.{name}.keywords: expected at least one keyword")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -126,8 +127,9 @@ def prepare_split(
         out = encode_dataset(ds, enc, desc=f"preprocess {split}")
         if len(out) == 0:  # raised before caching: an empty split is never stored as a finished result
             reasons = ", ".join(f"{k}: {v}" for k, v in counter.as_dict().items() if v) or "no rows"
+            carved = f"; it was {CARVED}" if split == "validation" and _is_carved(data_spec) else ""
             raise InvalidValue(
-                f"data: no usable examples left in split {split!r} after cleaning and limits ({reasons})"
+                f"data: no usable examples left in split {split!r} after cleaning and limits ({reasons}){carved}"
             )
         # Drops are part of the cached result, so a cache hit still reports them.
         return out.add_column("_drops", [json.dumps(counter.as_dict())] * len(out))
@@ -150,13 +152,31 @@ def _raw_split(data_spec, split: str):
     dd = load_splits(data_spec)
     if split not in dd:
         if split == "validation" and "train" in dd:
-            parts = dd["train"].train_test_split(
-                test_size=min(0.1, 200 / max(len(dd["train"]), 1)), seed=data_spec.seed
-            )
-            dd = {"train": parts["train"], "validation": parts["test"]}
+            return _carved_validation(dd["train"], data_spec.seed)
         else:
             raise InvalidValue(f"data: the dataset has no {split!r} split (has: {', '.join(dd)})")
     return dd[split]
+
+
+def _is_carved(data_spec) -> bool:
+    from medzoo.data.sources import load_splits
+
+    return "validation" not in load_splits(data_spec)
+
+
+CARVED = "carved out of the train split: the dataset has no validation split"
+
+
+def _carved_validation(train, seed: int):
+    """10% of train (rounded up; at most 200 rows) as a deterministic validation split."""
+    n = len(train)
+    if n < 2:
+        raise InvalidValue(
+            f"data: the dataset has no validation split, and its train split has {n} example(s): too few to "
+            "carve one out; add a validation split (a validation file, or a `split` column)"
+        )
+    size = math.ceil(min(0.1, 200 / n) * n)  # what `datasets` makes of the fraction: the same rows as before
+    return train.train_test_split(test_size=size, seed=seed)["test"]
 
 
 def _stage_rows(ds, split: str, stage_filter: str | None, categories: list[str] | None):

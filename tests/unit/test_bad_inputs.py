@@ -311,5 +311,172 @@ def test_a_multi_frame_dicom_gives_one_frame_and_no_invented_spacing():
     meta = {"frame": 2}
     load_medical_image(path, meta)
     assert meta["frame"] == 2
-    with pytest.raises(MedicalImageError, match=r"emri_small.dcm: frame 10 outside the file's 10 frames"):
+    with pytest.raises(MedicalImageError, match=r"emri_small.dcm: frame 10 outside the file's 10 frame\(s\)"):
         load_medical_image(path, {"frame": 10})
+
+
+# ---------------------------------------------------------------- round two of the sweep
+
+
+def test_a_local_base_without_config_or_a_missing_one_is_one_line_naming_it(tmp_path, monkeypatch):
+    from medzoo.errors import MissingState
+    from medzoo.models.loading import model_type_of
+    from medzoo.models.sizing import base_config
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingState, match=r"empty: the folder has no config.json"):
+        base_config(str(tmp_path / "empty"))  # train --dry-run's first read: was transformers' ValueError
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(MissingState, match=r"^base: models/mine: no such folder"):
+        model_type_of("models/mine")  # ./models exists: a missing local folder, not a Hub id to download
+
+
+def test_table_cells_that_are_not_numbers_or_json_name_the_record_and_column(tmp_path):
+    from medzoo.data.records import AnnotationError, table_rows
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("image,question,answer,window_center,window_width\na.png,Q?,A,wide,400\n")
+    with pytest.raises(AnnotationError, match=r"t.csv: record 0: window_center: expected a number, got 'wide'"):
+        table_rows(csv)
+    csv.write_text('image,question,answer,metadata\na.png,Q?,A,"{not json"\n')
+    with pytest.raises(AnnotationError, match=r"t.csv: record 0: metadata: expected a JSON object, got '\{not json'"):
+        table_rows(csv)
+
+
+def test_a_train_split_too_small_to_carve_a_validation_split_says_so():
+    from datasets import Dataset
+
+    from medzoo.train.data import _carved_validation
+
+    with pytest.raises(InvalidValue, match=r"no validation split, and its train split has 1 example\(s\): too few"):
+        _carved_validation(Dataset.from_dict({"id": ["a"]}), seed=0)
+    assert len(_carved_validation(Dataset.from_dict({"id": list("abcdefghijkl")}), seed=0)) == 2  # ceil(10%)
+
+
+def test_extends_of_a_missing_recipe_names_the_file_and_the_field(tmp_path):
+    (tmp_path / "child.yaml").write_text("extends: no-such-parent\n")
+    with pytest.raises(RecipeError, match=r"child.yaml: extends: no-such-parent: no recipe with this name"):
+        load_recipe(str(tmp_path / "child.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.pixel_spacing_mm=0", "data.pixel_spacing_mm: expected a positive number (or null), got 0"),
+        ("image.min_pixels=50000", "image.min_pixels: expected at most image.max_pixels (12544), got 50000"),
+    ],
+)
+def test_sizes_that_would_silently_mislead_are_refused_with_the_rule(override, expected):
+    with pytest.raises(RecipeError, match=re_escape(expected)):
+        load_recipe("phantom-tiny", ["image.max_pixels=12544", override])
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)
+
+
+def test_colour_dicom_stays_colour_and_a_zero_spacing_is_no_spacing(tmp_path):
+    import numpy as np
+    import pydicom
+
+    from medzoo.data.medical import load_medical_image
+
+    meta = {}
+    rgb = np.asarray(load_medical_image(_pydicom_file("SC_rgb.dcm"), meta))
+    assert (rgb == pydicom.dcmread(_pydicom_file("SC_rgb.dcm")).pixel_array).all() and meta[
+        "windowing"
+    ] == "none (colour)"
+    meta = {}
+    palette = np.asarray(load_medical_image(_pydicom_file("OBXXXX1A.dcm"), meta))
+    assert meta["photometric"] == "PALETTE COLOR" and (palette[..., 0] != palette[..., 2]).any(), "not windowed as grey"
+    ds = pydicom.dcmread(_pydicom_file("SC_rgb.dcm"))
+    ds.PixelSpacing = [0, 0]
+    ds.save_as(tmp_path / "zero.dcm")
+    meta = {}
+    load_medical_image(str(tmp_path / "zero.dcm"), meta)
+    assert "pixel_spacing_mm" not in meta and "is not a positive spacing" in meta["spacing_source"]
+
+
+def _table(tmp_path, rows):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_recipe(
+        "phantom-tiny", [f"run_dir={tmp_path / 'run'}", "data.source=table", f"data.path={tmp_path / 'data'}"]
+    )
+
+
+def test_check_fails_one_line_each_on_what_train_or_bench_would_refuse_or_mishandle(tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from medzoo.check import check
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    shutil.copy(_pydicom_file("emri_small.dcm"), tmp_path / "mr.dcm")
+    rows = [
+        {"id": "q1", "image": str(tmp_path / "a.png"), "question": "Colour?", "answer": ""},
+        {"id": "q2", "image": str(tmp_path / "a.png"), "question": "Length?", "answer": "12 mm", "task": "distance"},
+        {"id": "q3", "image": str(tmp_path / "mr.dcm"), "question": "Colour?", "answer": "nan", "frame": 99},
+    ]
+    report = check(_table(tmp_path, rows), render_sample=False, log=lambda *_: None)
+    assert not report.ok
+    assert "split 'train': all 3 answers are empty" not in " ".join(report.problems)  # q2 has one
+    assert any("1 measurement example(s) have no pixel spacing (e.g. 'q2')" in p for p in report.problems)
+    assert [r for _, i, r in report.unreadable if i == "q3"] == [
+        f"{tmp_path / 'mr.dcm'}: frame 99 outside the file's 10 frame(s) (frames count from 0)"
+    ], "the DICOM's own reason, not PIL's 'cannot identify image file'"
+    rows[1]["answer"] = "nan"
+    report = check(_table(tmp_path, rows), render_sample=False, log=lambda *_: None)
+    assert any("split 'train': all 3 answers are empty or in data.drop_answers" in p for p in report.problems)
+
+
+def test_generate_on_an_example_whose_image_is_missing_says_so_in_one_line(tmp_path):
+    from medzoo.inference import generate_for_recipe
+
+    recipe = _table(tmp_path, [{"id": "gone", "image": str(tmp_path / "nope.png"), "question": "Q?", "answer": "A"}])
+    with pytest.raises(
+        InvalidValue, match=r"--index 0: example 'gone' of split 'train' is unusable \(unreadable_image\)"
+    ):
+        generate_for_recipe(recipe, split="train", index=0)
+
+
+def test_bench_refuses_an_adapter_with_non_finite_weights(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from medzoo.adapters import check_adapter_finite
+
+    save_file({"lora_A.weight": torch.tensor([[1.0, float("nan")]])}, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(
+        InvalidValue, match=r"adapter weight lora_A.weight holds NaN or inf \(the training run diverged\)"
+    ):
+        check_adapter_finite(tmp_path)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_marked_complete(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from medzoo.train.trainer import CHECKPOINT_COMPLETE, checkpoint_marker_callback
+
+    mark = checkpoint_marker_callback()
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=4, is_world_process_zero=True)
+    (tmp_path / "checkpoint-4").mkdir()
+    model = torch.nn.Linear(2, 2)
+    mark.on_save(args, state, None, model=model)
+    assert (tmp_path / "checkpoint-4" / CHECKPOINT_COMPLETE).exists()
+    (tmp_path / "checkpoint-4" / CHECKPOINT_COMPLETE).unlink()
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    mark.on_save(args, state, None, model=model)
+    assert not (tmp_path / "checkpoint-4" / CHECKPOINT_COMPLETE).exists(), "--resume must not pick it up"
+
+
+def test_serve_before_training_says_it_serves_the_base_model_only(tmp_path):
+    proc = run_medzoo("serve", "phantom-tiny", "--set", f"run_dir={tmp_path}", "--print-only")
+    assert "no adapter trained yet for phantom-tiny" in proc.stdout and "serving the base model only" in proc.stdout
