@@ -153,12 +153,13 @@ def _producers(recipe, base, bench_models, engine, mode_used, ps, served_by) -> 
     from medzoo.prompts import PROMPT_MODES
 
     system = {"none": None, "static": ps.static, "adaptive": ps.adaptive}
+    base_id = _base_identity(recipe, base.path)
     out = {}
     for m in bench_models:
         digest = adapter_digest(m.adapter) if m.adapter else None
         for mode in PROMPT_MODES:
             producer = {
-                "base": base.path,
+                "base": base_id,
                 "adapter_digest": digest,
                 "mode": mode,
                 "system_prompt": system[mode],
@@ -173,6 +174,17 @@ def _producers(recipe, base, bench_models, engine, mode_used, ps, served_by) -> 
             }
             out[f"{m.label}/{mode}"] = producer_digest(producer)
     return out
+
+
+def _base_identity(recipe, path: str) -> dict:
+    """The base model by what it is, not where it lies: the recipe's name for it, the folder's
+    name (a zoo build's name carries its seed and version, a Hub snapshot's is its commit) and its
+    config. The same zoo model built under another MEDZOO_HOME is the same base."""
+    import hashlib
+
+    config = Path(path) / "config.json"
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.exists() else None
+    return {"name": recipe.base, "folder": Path(path).name, "config_sha256": digest}
 
 
 def _matching(records, producers, rows, prepared, image_keys) -> dict[tuple[str, str], dict]:
