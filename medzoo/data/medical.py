@@ -169,13 +169,14 @@ def _to_uint8(values, lo: float, hi: float):
 
 
 def _dicom_spacing(ds, meta: dict) -> list[float] | None:
+    invalid = None
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
         value = getattr(ds, tag, None)
         if value:
             spacing = [float(v) for v in value]
             if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
-                meta["spacing_source"] = f"unknown ({tag} {spacing} is not a positive spacing)"
-                return None
+                invalid = invalid or f"unknown ({tag} {spacing} is not a positive spacing)"
+                continue  # the next source may hold a real one
             meta["spacing_source"] = tag if tag == "PixelSpacing" else "ImagerPixelSpacing (detector plane)"
             return spacing
     try:  # enhanced multi-frame: Shared Functional Groups > Pixel Measures
@@ -183,7 +184,7 @@ def _dicom_spacing(ds, meta: dict) -> list[float] | None:
         meta["spacing_source"] = "SharedFunctionalGroupsSequence PixelSpacing"
         return [float(v) for v in value]
     except (AttributeError, IndexError, KeyError):
-        meta["spacing_source"] = "unknown"
+        meta["spacing_source"] = invalid or "unknown"
         return None
 
 

@@ -80,7 +80,9 @@ def test_monochrome1_is_inverted_so_bone_is_white():
     center, width = float(ds.WindowCenter), float(ds.WindowWidth)
     windowed = _linear_window(_modality(ds), center, width)
     assert np.abs(grey - (255 - windowed)).max() <= 1
-    assert meta["pixel_spacing_mm"] == [float(v) for v in ds.PixelSpacing]
+    # This file states PixelSpacing 0.000 \\ 0.000: no spacing, never "one pixel is 0 mm".
+    assert [float(v) for v in ds.PixelSpacing] == [0.0, 0.0] and "pixel_spacing_mm" not in meta
+    assert meta["spacing_source"] == "unknown (PixelSpacing [0.0, 0.0] is not a positive spacing)"
 
 
 def test_a_voi_lut_sequence_and_no_spacing():
