@@ -73,3 +73,14 @@ def test_a_waiting_writer_gets_the_folder_after_the_holder(tmp_path, holder):
     with exclusive(tmp_path / "results", "a preprocessed dataset", wait=True, log=said.append):
         assert not proc.is_alive() or proc.join(30) is None
     assert said and f"waiting for process {proc.pid}" in said[0]
+
+
+def test_a_second_training_on_a_held_run_folder_stops_before_loading_anything(tmp_path):
+    from medzoo.recipe import load_recipe
+    from medzoo.train import train
+
+    run = tmp_path / "run"
+    with exclusive(run, "training outputs"):
+        with pytest.raises(Busy, match=rf"run: already being written \(training outputs\) by process {os.getpid()} "):
+            train(load_recipe("phantom-tiny", [f"run_dir={run}"]))
+    assert not run.exists(), "nothing written by the refused run"
