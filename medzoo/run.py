@@ -132,7 +132,8 @@ class TrainedRun:
 
     @property
     def prompt_mode(self) -> str:
-        return self.recipe.prompts.train_mode
+        """The prompt mode training rendered (the manifest's train_prompt_mode)."""
+        return self.manifest.train_prompt_mode or self.recipe.prompts.train_mode
 
     def check_image_settings(self, settings: dict, stage: str) -> None:
         """Refuse a base whose processor now sizes images otherwise than in training (the recipe
