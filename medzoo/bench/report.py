@@ -104,7 +104,8 @@ def footnotes(summary: dict) -> list[str]:
     lines = [""]
     if ev:
         lines.append(
-            f"Brackets: {ev['confidence']:.0%} intervals ({ev['method']}; seed {ev['seed']}, {ev['resamples']} resamples)."
+            f"Brackets: {ev['confidence']:.0%} intervals. Method: {ev['method']} (seed {ev['seed']}, "
+            f"{ev['resamples']} resamples)."
         )
         lines.append(
             "'real?': yes when the corrected p < "
