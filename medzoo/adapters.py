@@ -53,7 +53,7 @@ def read_adapter_config(adapter_dir) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"{path}: not valid JSON ({e})") from None
+        raise InvalidValue(f"{path}: not valid JSON ({e})") from e
     if not isinstance(config, dict) or "peft_type" not in config:
         raise InvalidValue(f"{path}: not a peft adapter config (expected a JSON object with 'peft_type')")
     return config

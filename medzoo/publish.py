@@ -201,7 +201,7 @@ def _hub_errors(folder: Path):
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise PublishError(
             f"publish: the Hub cannot be reached ({first}); {folder} is staged, run again when online"
-        ) from None
+        ) from e
     except HfHubHTTPError as e:
         first = str(e).splitlines()[0][:200]
-        raise PublishError(f"publish: the Hub refused the upload ({first}); {folder} is staged") from None
+        raise PublishError(f"publish: the Hub refused the upload ({first}); {folder} is staged") from e

@@ -82,7 +82,7 @@ def read_manifest(run_dir: str | Path, recipe_name: str | None = None) -> Manife
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"{path}: not valid JSON ({e})") from None
+        raise InvalidValue(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise InvalidValue(f"{path}: expected a JSON object, got {type(data).__name__}")
     return Manifest.from_dict(data, str(path))

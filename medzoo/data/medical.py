@@ -82,7 +82,7 @@ def _dicom(path: str, meta: dict):
         arr = ds.pixel_array
     except Exception as e:  # a decoder's own message names neither the file nor what to install
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise MedicalImageError(f"{path}: DICOM pixel data does not decode ({first})") from None
+        raise MedicalImageError(f"{path}: DICOM pixel data does not decode ({first})") from e
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     meta.update(source_format="dicom", frames=frames, photometric=str(getattr(ds, "PhotometricInterpretation", "")))
     k = int(meta.get("frame", frames // 2))

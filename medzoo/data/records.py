@@ -52,7 +52,7 @@ def _read_any(path: Path) -> list:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     if path.suffix == ".csv":
         return list(csv.DictReader(io.StringIO(text)))
     if path.suffix == ".jsonl":
@@ -62,12 +62,12 @@ def _read_any(path: Path) -> list:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise AnnotationError(f"{path}: line {i + 1}: not valid JSON ({e.msg})") from None
+                    raise AnnotationError(f"{path}: line {i + 1}: not valid JSON ({e.msg})") from e
         return out
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        raise AnnotationError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from e
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
@@ -184,8 +184,8 @@ def parse_mix(mix: str) -> list[tuple[str, float]]:
         name, _, pct = part.partition("%")
         try:
             out.append((name, float(pct) if pct else 100.0))
-        except ValueError:
-            raise AnnotationError(f"data.mix: {part!r}: expected NAME or NAME%PERCENT") from None
+        except ValueError as e:
+            raise AnnotationError(f"data.mix: {part!r}: expected NAME or NAME%PERCENT") from e
     return out
 
 

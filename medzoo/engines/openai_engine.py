@@ -116,11 +116,11 @@ class OpenAIEngine:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:300]
-            raise InvalidValue(f"{self.base_url}{path}: HTTP {e.code}: {detail}") from None
+            raise InvalidValue(f"{self.base_url}{path}: HTTP {e.code}: {detail}") from e
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             raise MissingState(
                 f"{self.base_url}: no OpenAI-compatible server answers ({e}); start one with `medzoo serve`"
-            ) from None
+            ) from e
 
     def served_models(self) -> list[dict]:
         return self._call("/models", timeout=30).get("data", [])

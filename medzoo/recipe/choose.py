@@ -58,7 +58,7 @@ def _from_project_file(path: Path) -> str | None:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise InvalidValue(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from e
     value = data.get("recipe") if isinstance(data, dict) else None
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue(f"{path}: recipe: expected a recipe name or path, got {value!r}")

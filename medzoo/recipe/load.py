@@ -60,7 +60,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as e:
-        raise RecipeError(f"--set {text}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise RecipeError(f"--set {text}: the value is not valid YAML ({getattr(e, 'problem', e)})") from e
     if isinstance(parsed, str) and _looks_like_float(parsed):
         parsed = float(parsed)  # YAML 1.1 reads 2e-4 as a string
     return key.strip().split("."), parsed
@@ -110,7 +110,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         msg = str(e)
         field_path = msg.split(":", 1)[0]
         suffix = " (from --set)" if any(field_path.startswith(o) for o in overridden) else ""
-        raise RecipeError(f"{label}: {msg}{suffix}") from None
+        raise RecipeError(f"{label}: {msg}{suffix}") from e
     recipe.source = str(path)
     return recipe
 
@@ -148,11 +148,11 @@ def _read_mapping(path: Path, label: str) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise RecipeError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise RecipeError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
-        raise RecipeError(f"{label}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise RecipeError(f"{label}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from e
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

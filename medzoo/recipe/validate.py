@@ -133,7 +133,7 @@ def cross_checks(recipe: Recipe) -> None:
         try:
             names = parse_mix(recipe.data.mix)
         except AnnotationError as e:
-            raise RecipeError(str(e)) from None
+            raise RecipeError(str(e)) from e
         for name, _ in names:
             if name not in recipe.data.registry:
                 raise RecipeError(
@@ -194,6 +194,6 @@ def apply_values(recipe: Recipe, values: dict[str, Any], **top: Any) -> Recipe:
         out = build(Recipe, raw, "")
         cross_checks(out)
     except RecipeError as e:
-        raise RecipeError(f"{recipe.source or recipe.name}: {e}") from None
+        raise RecipeError(f"{recipe.source or recipe.name}: {e}") from e
     out.source = recipe.source
     return out

@@ -480,3 +480,12 @@ def test_a_checkpoint_with_non_finite_weights_is_never_marked_complete(tmp_path)
 def test_serve_before_training_says_it_serves_the_base_model_only(tmp_path):
     proc = run_medzoo("serve", "phantom-tiny", "--set", f"run_dir={tmp_path}", "--print-only")
     assert "no adapter trained yet for phantom-tiny" in proc.stdout and "serving the base model only" in proc.stdout
+
+
+def test_a_one_line_error_keeps_its_cause_for_debug(tmp_path):
+    import yaml
+
+    (tmp_path / "bad.yaml").write_text("base: [unclosed\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(tmp_path / "bad.yaml"))
+    assert isinstance(e.value.__cause__, yaml.YAMLError), "--debug shows what the parser said"
