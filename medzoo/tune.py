@@ -125,6 +125,7 @@ def _objective(recipe, folder: Path, log):
     import psutil
 
     from medzoo.train import train
+    from medzoo.train.trainer import TrainingDiverged
 
     spec = recipe.tune
 
@@ -133,7 +134,7 @@ def _objective(recipe, folder: Path, log):
         r = trial_recipe(recipe, values, folder / f"trial-{trial.number:03d}")
         callbacks = [_pruning_callback(trial)] if spec.objective == "eval_loss" else []
         t0 = time.perf_counter()
-        pruned = None
+        pruned = diverged = None
         try:
             manifest = train(
                 r,
@@ -145,12 +146,18 @@ def _objective(recipe, folder: Path, log):
             )
         except optuna.TrialPruned as e:
             pruned = str(e)  # leaving the except block drops the traceback, and with it the trial's model
+        except TrainingDiverged as e:
+            diverged = e
         release_memory()
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
         trial.set_user_attr("rss_mb_after", round(psutil.Process().memory_info().rss / 2**20, 1))
         if pruned is not None:
             log(f"trial {trial.number}: pruned ({pruned})")
             raise optuna.TrialPruned(pruned)
+        if diverged is not None:  # this trial's values fail; the study goes on (optimize's `catch`)
+            log(f"trial {trial.number}: failed, {diverged}")
+            trial.set_user_attr("failure", str(diverged))
+            raise diverged
         m = manifest["metrics"]
         value = m["eval_loss"] if spec.objective == "eval_loss" else m["val_exact_match"]
         log(
@@ -193,9 +200,17 @@ def _worker(recipe, storage: str, folder: str, target: int, timeout) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_transformers()
     study = _study(recipe, storage)
-    done = optuna.study.MaxTrialsCallback(target, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))
+    # Failed trials count here too: a worker stops after `target` trials even if every one diverged.
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in (*FINISHED, "FAIL"))
+    done = optuna.study.MaxTrialsCallback(target, states=states)
     with loaded_once():  # the dataset is read once for all of this process's trials
-        study.optimize(_objective(recipe, Path(folder), print), timeout=timeout, callbacks=[done], gc_after_trial=True)
+        study.optimize(
+            _objective(recipe, Path(folder), print),
+            timeout=timeout,
+            callbacks=[done],
+            gc_after_trial=True,
+            catch=_trial_failures(),
+        )
 
 
 def tune(
@@ -240,6 +255,7 @@ def tune(
                     callbacks=[done],
                     gc_after_trial=True,
                     show_progress_bar=True,
+                    catch=_trial_failures(),
                 )
         else:
             if not storage.startswith(("sqlite:", "postgresql:", "mysql:")):
@@ -256,8 +272,18 @@ def tune(
                 p.start()
             for p in procs:
                 p.join()
+            failed = [p.exitcode for p in procs if p.exitcode]
+            if failed:  # a worker that crashed is a bug: its traceback is above
+                raise RuntimeError(f"tune: {len(failed)} of {jobs} worker processes failed (exit codes {failed})")
             study = _study(recipe, storage)
     return _report(recipe, study, storage, folder, log)
+
+
+def _trial_failures() -> tuple:
+    """What fails one trial (its values) rather than the study: a diverging run."""
+    from medzoo.train.trainer import TrainingDiverged
+
+    return (TrainingDiverged,)
 
 
 def _jobs_that_fit(recipe, jobs: int, log) -> int:

@@ -73,3 +73,16 @@ def test_ten_trials_keep_memory_flat_and_the_study_resumes_after_a_kill(tmp_path
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 13
     assert [t["params"] for t in resumed.trials[:10]] == [t["params"] for t in result.trials]
     assert yaml.safe_load((run_dir / "tune" / "best-recipe.yaml").read_text())["name"] == "phantom-tiny-tuned"
+
+
+def test_a_diverging_trial_fails_alone_and_the_study_goes_on(tmp_path):
+    from medzoo.tune import tune
+
+    # lr 1e2..1e3 drives every trial's loss to NaN within a few steps (as in the training test)
+    space = ["tune.space={train.lr: {type: float, low: 100.0, high: 1000.0, log: true}}", "tune.objective=eval_loss"]
+    r = load_recipe("phantom-tiny", TUNE_SMALL + space + [f"run_dir={tmp_path / 'run'}"])
+    said = []
+    result = tune(r, trials=2, log=said.append)
+    assert [t["state"] for t in result.trials] == ["FAIL", "FAIL"], result.trials
+    assert [s.split(",")[0] for s in said if "diverged" in s] == ["trial 0: failed", "trial 1: failed"], said
+    assert result.best_recipe is None and "trials: 0 complete, 0 pruned, 2 failed, 0 running" in said
