@@ -73,7 +73,7 @@ def _tiny_gemma3_config(tok, size: int):
         text_config=dict(
             vocab_size=len(tok),
             # 4 x 128 like the tiny Qwen2.5-VL: with phantom-tiny-gemma's curriculum the 2 x 64 LM got
-            # 81% held out, this one 91% (location 100%; README, Learning).
+            # 81% held out, this one 91% (location 100%; benchmarks/RESULTS.md, Learning).
             hidden_size=128,
             intermediate_size=256,
             num_hidden_layers=4,

@@ -59,7 +59,7 @@ TINY_TEXT = dict(
 )
 # The demo model (phantom-tiny) is wider and deeper: "which quadrant" and "how many" need the LM
 # to combine image tokens by position, which a 2 x 64 LM could not learn (69% held out; 4 x 128
-# with 10k examples: 91%, see the README's learning notes). Heads stay at head_dim 32.
+# with 10k examples: 91%, see Learning in benchmarks/RESULTS.md). Heads stay at head_dim 32.
 TINY_QWEN2_5_TEXT = dict(TINY_TEXT, hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4)
 OUTPUT_STD = 1.0  # see family.scale_output_layer
 

@@ -40,7 +40,7 @@ def test_measurement_recipe_loss_falls(slow_runs):
 
 # Measured on 2 cores (100 held-out examples, greedy): tiny Qwen2.5-VL (4 x 128 LM, 10k examples,
 # 3000 steps) 91% overall, colour 93%, location 94%; tiny Gemma 3 (4 x 128 LM, 10k examples,
-# location-first curriculum) 91%, colour 100%, location 100% (see the README's learning notes).
+# location-first curriculum) 91%, colour 100%, location 100% (see Learning in benchmarks/RESULTS.md).
 # The bars guard what is reached today with a margin (each category has ~16 examples).
 LEARNING_BARS = {
     "phantom-tiny": {"overall": 0.85, "colour": 0.85, "location": 0.75},
