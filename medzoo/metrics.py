@@ -73,11 +73,6 @@ def parse_numbers(text: str) -> list[float]:
     return [float(m) for m in _NUMBER.findall(text or "")]
 
 
-def parse_number(text: str) -> float | None:
-    nums = parse_numbers(text)
-    return nums[0] if nums else None
-
-
 def parse_box(text: str) -> list[float] | None:
     """The first four numbers as [x1, y1, x2, y2], or None if there are fewer or they are not a box."""
     nums = parse_numbers(_BOX_LABEL.sub(" ", text or ""))

@@ -7,7 +7,6 @@ token, everything after the answer's end-of-turn token, and padding get label -1
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from medzoo.errors import InvalidValue
@@ -311,10 +310,3 @@ class Collator:
         if self.codec is None:
             raise InvalidValue("preprocessed pixels are uint8 but the collator was given no PixelCodec to decode them")
         return self.codec.decode(values)
-
-
-def describe_masking(ids: list[int], labels: list[int], tokenizer) -> str:
-    """Human-readable view of which tokens carry loss (used by --dry-run)."""
-    return json.dumps(
-        [(tokenizer.convert_ids_to_tokens(i), lab != IGNORE) for i, lab in zip(ids, labels) if lab != IGNORE]
-    )

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medzoo.errors import UnknownName
-
 SHARE_MRE = ("share_mre_lt_0.2", "share MRE<0.2")  # share of answers within 20% relative error
 MRE_INDEX = (("mre", "mre", "mean relative error"), ("share_mre_lt_0.2", "accuracy", "share MRE<0.2"))
 
@@ -72,9 +70,3 @@ TASKS: dict[str, Task] = {
     )
 }
 TASK_NAMES = tuple(TASKS)
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UnknownName(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[name]

@@ -9,7 +9,7 @@ from medzoo.metrics import (
     iou,
     normalize,
     parse_box,
-    parse_number,
+    parse_numbers,
     rouge_l,
     summarize_detection,
     summarize_measurements,
@@ -42,8 +42,8 @@ def test_rouge_l_hand_computed():
 
 
 def test_number_and_box_parsing():
-    assert parse_number("The distance is about 23.4 mm") == 23.4
-    assert parse_number("no idea") is None
+    assert parse_numbers("The distance is about 23.4 mm, not 3e1") == [23.4, 30.0]
+    assert parse_numbers("no idea") == []
     assert parse_box("[0.12, 0.30, 0.55, 0.80]") == [0.12, 0.30, 0.55, 0.80]
     assert parse_box("box: 0.5 0.5") is None
     assert parse_box("[0.6, 0.3, 0.2, 0.8]") is None  # x2 < x1 is not a box

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medzoo.tasks import TASKS, get_task
+from medzoo.tasks import TASKS
 
 
 def test_every_task_has_a_phantom_generator_and_a_headline_metric():
@@ -32,11 +32,6 @@ def test_scores_follow_the_task_record():
     )
     assert len(lesion["rel_error"]) == TASKS["lesion-size"].values == 2
     assert lesion["rel_error"] == [0.0, pytest.approx(0.25)]
-
-
-def test_unknown_task_is_one_line():
-    with pytest.raises(KeyError, match="unknown task 'segmentation'; expected one of vqa, distance"):
-        get_task("segmentation")
 
 
 def test_a_recipe_with_an_unknown_task_names_the_field(tmp_path):
