@@ -42,6 +42,16 @@ def main(debug):
     """
     if debug:
         os.environ["MEDZOO_DEBUG"] = "1"  # inherited by launched training processes too
+    quiet_progress_when_logged()
+
+
+def quiet_progress_when_logged() -> None:
+    """Progress bars written to a log or CI (not a terminal) print every update as another
+    carriage-return line; there they update every 30 s instead (tqdm reads TQDM_* defaults from
+    the environment, so every bar, medzoo's and the libraries', and launched processes follow).
+    A user's own TQDM_MININTERVAL wins."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 
 for _command in (

@@ -74,3 +74,12 @@ def test_usage_errors_stay_clicks_exit_2():
     assert proc.returncode == 2 and "Invalid value for '--engine'" in proc.stderr
     proc = run_medzoo("zoo", "build", check=False)
     assert proc.returncode == 2 and "Missing argument 'NAME'" in proc.stderr
+
+
+def test_progress_bars_written_to_a_log_update_sparsely(tmp_path):
+    """A bench or training log in CI used to hold hundreds of carriage-return updates per bar."""
+    out = tmp_path / "phantom"
+    proc = run_medzoo("data", "phantom", "--task", "vqa", "--n", "300", "--n-val", "5", "--n-test", "5",
+                      "--out", str(out))  # fmt: skip
+    updates = proc.stderr.count("\r")
+    assert "phantom" in proc.stderr and updates < 20, updates
