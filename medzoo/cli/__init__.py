@@ -34,7 +34,8 @@ class MedzooGroup(click.Group):
 @click.group(cls=MedzooGroup)
 @click.version_option(package_name="medzoo")
 @click.option("--debug", is_flag=True, help="Show the traceback of expected errors too (also MEDZOO_DEBUG=1).")
-def main(debug):
+@click.option("--verbose", is_flag=True, help="Show the libraries' own warnings and logs too (also MEDZOO_VERBOSE=1).")
+def main(debug, verbose):
     """medzoo: fine-tune, benchmark and ship medical vision-language models.
 
     A recipe (YAML in recipes/) pairs a base VLM with an adapter and a dataset. Start with
@@ -42,6 +43,11 @@ def main(debug):
     """
     if debug:
         os.environ["MEDZOO_DEBUG"] = "1"  # inherited by launched training processes too
+    if verbose:
+        os.environ["MEDZOO_VERBOSE"] = "1"
+    from medzoo.quiet import quiet_third_party
+
+    quiet_third_party()
     quiet_progress_when_logged()
 
 

@@ -45,7 +45,9 @@ def cpu_environment(settings: VLLMSettings, multiprocessing: bool = False) -> di
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{ncpu - 1}" if ncpu > 1 else "0",
     }
     if not multiprocessing:
-        env.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_LOGGING_LEVEL="WARNING")
+        from medzoo.quiet import vllm_log_level
+
+        env.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_LOGGING_LEVEL=vllm_log_level())
     return env
 
 

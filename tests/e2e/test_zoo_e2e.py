@@ -32,6 +32,9 @@ def test_vllm_and_transformers_agree(name):
     result = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert result["answers"]["vllm"] == result["answers"]["hf"]
     assert result["answers"]["hf"].strip()
+    # Quiet by default (medzoo.quiet): vLLM's start-up chatter and torch's C++ notes are not shown.
+    for noise in ("FutureWarning", "NUMA binding", "Triton is installed", "WARNING"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
