@@ -152,11 +152,7 @@ def running(server: Server, log: Path | None = None, timeout: float = 600):
     its output goes to `log` if given."""
     out = open(log, "w") if log else None  # noqa: SIM115 (closed below, after the process)
     proc = subprocess.Popen(
-        server.argv,
-        env={**os.environ, **server.env},
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-        preexec_fn=_stoppable,
+        server.argv, env={**os.environ, **server.env}, stdout=out, stderr=subprocess.STDOUT if out else None
     )
     try:
         wait_until_ready(server, proc, timeout, log)
@@ -165,12 +161,6 @@ def running(server: Server, log: Path | None = None, timeout: float = 600):
         stop(proc)
         if out:
             out.close()
-
-
-def _stoppable() -> None:
-    """The server must shut down cleanly on the SIGINT `stop` sends it, even when medzoo itself was
-    started with SIGINT ignored (by a script's `&`, nohup), which a child would otherwise inherit."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(server: Server, on_ready=None) -> int:
