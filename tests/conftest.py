@@ -82,15 +82,6 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def as_in_a_terminal() -> None:
-    """`preexec_fn` for a process a test stops with SIGINT (Ctrl-C): a shell running the tests in
-    the background (`make test &`) leaves SIGINT ignored for everything it starts, and Python then
-    keeps ignoring it; a user's terminal does not."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_medzoo(*args, check=True, timeout=900, env=None, cwd=REPO):
     """Run the real `medzoo` console script in a subprocess (as a user would)."""
     full_env = {**os.environ, **(env or {})}

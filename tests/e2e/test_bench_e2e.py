@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MEDZOO, REPO, as_in_a_terminal, run_medzoo
+from conftest import MEDZOO, REPO, run_medzoo
 
 pytestmark = pytest.mark.slow
 
@@ -301,7 +301,6 @@ def test_served_model_answers_as_bench_does_in_process(trained, vllm_run, tmp_pa
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=as_in_a_terminal,
     )
     try:
         deadline = time.time() + 400

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import MEDZOO, as_in_a_terminal, run_medzoo
+from conftest import MEDZOO, run_medzoo
 
 pytestmark = pytest.mark.slow
 
@@ -90,10 +90,7 @@ def test_two_large_images_per_prompt_pass_through_bench_and_serve(tmp_path):
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [str(MEDZOO), "serve", str(recipe), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=as_in_a_terminal,
+        [str(MEDZOO), "serve", str(recipe), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.time() + 600

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MEDZOO, REPO, as_in_a_terminal, run_medzoo
+from conftest import MEDZOO, REPO, run_medzoo
 
 pytestmark = pytest.mark.slow
 
@@ -195,7 +195,7 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
         proc = subprocess.Popen(
             [str(MEDZOO), "train", "phantom-tiny", "--set", f"run_dir={tmp_path / 'run'}", *FAST,
              "--set", "train.max_steps=2000"],
-            stdout=subprocess.DEVNULL, stderr=f, cwd=REPO, preexec_fn=as_in_a_terminal,
+            stdout=subprocess.DEVNULL, stderr=f, cwd=REPO,
         )  # fmt: skip
         deadline = time.time() + 300
         while "train:" not in err.read_text(errors="replace"):  # the progress bar: steps are running
